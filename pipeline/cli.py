@@ -1,0 +1,194 @@
+"""The `textmill` command line."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import stage as stage_api
+from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.datasets import DatasetError
+from pipeline.runner import make_map
+from pipeline.stages import STAGES, get_stage, stage_status
+from pipeline.workspace import Workspace, WorkspaceLocked
+
+out = Console()
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    required=True,
+    envvar="TEXTMILL_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Run config (YAML). Env: TEXTMILL_CONFIG.",
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value for this run, e.g. --set extract.timeout_s=2 (repeatable).",
+)
+
+
+def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Known failures end with a one-line reason and a non-zero exit, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, DatasetError, WorkspaceLocked, KeyError, ValueError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            click.echo(f"textmill: error: {message}", err=True)
+            sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """textmill: crawl web text, curate it, train a tokenizer and a model.
+
+    Every stage reads and writes versioned datasets in the workspace that the run config names.
+    Start with `textmill status -c CONFIG`, then `textmill run STAGE -c CONFIG`."""
+
+
+@main.command()
+@click.argument("stage_name", metavar="STAGE", type=click.Choice(list(STAGES)))
+@config_option
+@set_option
+@click.option("--force", is_flag=True, help="Rebuild even if the stage is up to date.")
+@click.option(
+    "--no-prefect",
+    is_flag=True,
+    help="Run in this process without Prefect (same stage code; the config's runner maps units).",
+)
+@fails_cleanly
+def run(
+    stage_name: str, config_path: str, overrides: tuple[str, ...], force: bool, no_prefect: bool
+) -> None:
+    """Build STAGE if it is stale (or with --force), as a Prefect flow by default.
+
+    A new version is built beside the current one; CURRENT moves to it only when it is complete,
+    so a killed run loses nothing and the next run resumes where it stopped."""
+    cfg = load_config(config_path, overrides)
+    result = _run_stage(stage_name, cfg, config_path, list(overrides), force, no_prefect)
+    _print_result(result)
+
+
+def _run_stage(
+    stage_name: str,
+    cfg: RunConfig,
+    config_path: str,
+    overrides: list[str],
+    force: bool,
+    no_prefect: bool,
+) -> dict[str, Any]:
+    if no_prefect:
+        ws = Workspace(cfg.workspace_root)
+        return stage_api.run(
+            get_stage(stage_name), cfg, ws, make_map(cfg.runner, stage_name), force
+        )
+    from flows import prefect_api
+
+    with prefect_api(cfg.workspace_root) as api:
+        click.echo(f"Prefect API: {api}", err=True)
+        flow_module = importlib.import_module(f"flows.{stage_name}")
+        return flow_module.run(config_path, overrides, force)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    name, version = result["stage"], result["version"]
+    if not result["built"]:
+        click.echo(f"{name}: up to date (version {version}, {result['docs_out']} documents)")
+        return
+    dropped = ", ".join(f"{r} {n}" for r, n in result["dropped"].items()) or "none"
+    click.echo(
+        f"{name}: built version {version} in {result['wall_s']:.1f} s: "
+        f"{result['docs_out']} documents out of {result['docs_in']}; dropped: {dropped}; "
+        f"{result['units_run']} units run, {result['units_reused']} reused; "
+        f"{result['errors']} input errors (see the manifest)"
+    )
+
+
+@main.command()
+@config_option
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@fails_cleanly
+def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Each stage: up to date, stale (and why) or missing, with its counts."""
+    cfg = load_config(config_path, overrides)
+    ws = Workspace(cfg.workspace_root)
+    statuses = [stage_status(s, cfg, ws) for s in STAGES.values()]
+    if as_json:
+        out.print_json(json.dumps([s.as_dict() for s in statuses]))
+        return
+    table = Table(title=f"workspace {ws.root}")
+    for column in ("stage", "state", "version", "documents", "dropped", "input errors"):
+        table.add_column(column)
+    colors = {"up to date": "green", "stale": "yellow", "missing": "red"}
+    for s in statuses:
+        table.add_row(
+            s.stage,
+            f"[{colors[s.state]}]{s.state}[/]",
+            s.version or "-",
+            "-" if s.docs_out is None else str(s.docs_out),
+            ", ".join(f"{r} {n}" for r, n in s.dropped.items()) or "-",
+            str(s.errors),
+        )
+    out.print(table)
+    for s in statuses:
+        for reason in s.reasons if s.state == "stale" else []:
+            click.echo(f"{s.stage} is stale: {reason}")
+    holder = ws.lock_holder()
+    if holder:
+        click.echo(f"locked by {holder.get('purpose')} (pid {holder.get('pid')})")
+
+
+@main.command()
+@config_option
+@click.option("--keep", default=3, show_default=True, help="Committed versions kept per stage.")
+@fails_cleanly
+def gc(config_path: str, keep: int) -> None:
+    """Delete old dataset versions (the current one always stays) and dead builds."""
+    cfg = load_config(config_path)
+    removed = Workspace(cfg.workspace_root).gc(keep)
+    for stage_name, versions in removed.items():
+        click.echo(f"{stage_name}: removed {', '.join(versions)}")
+    if not removed:
+        click.echo("nothing to remove")
+
+
+@main.command()
+@config_option
+@set_option
+@click.option("--no-prefect", is_flag=True, help="Run the stages without Prefect.")
+@fails_cleanly
+def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None:
+    """Run every stage that exists, end to end, and show what came out."""
+    cfg = load_config(config_path, overrides)
+    started = time.perf_counter()
+    for stage_name in STAGES:
+        _print_result(_run_stage(stage_name, cfg, config_path, list(overrides), False, no_prefect))
+    ws = Workspace(cfg.workspace_root)
+    click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Workspace: {ws.root}")
+    for stage_name in STAGES:
+        version = ws.current_version(stage_name)
+        click.echo(f"  {stage_name}: {ws.storage.url(ws.dataset_dir(stage_name, version))}")
+    click.echo(f"See `textmill status -c {config_path}`.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Versioned datasets: parts written atomically, a manifest written last, CURRENT moved after it.
+
+A version folder holds one part per work unit (`part-<key>.parquet`), the documents that unit
+dropped (`rejected/part-<key>.parquet`, with a `reason` column), a marker per finished part
+(`part-<key>.json`, its row counts, checksum and stats) and, when every part is done,
+`_manifest.json`. Only a version with a manifest is ever read. A part's key is a digest of its
+input and the stage config, so a finished part is reused by any later build that needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from pipeline.crash import crash_point
+from pipeline.storage import TMP_MARK, sha256_bytes
+from pipeline.workspace import MANIFEST, Workspace
+
+
+class DatasetError(RuntimeError):
+    """A dataset that is missing or cannot be read; the message says which and what to do."""
+
+
+def short_digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def version_key(stage: str, code_version: str, config_digest: str, inputs: Any) -> str:
+    """What a version is a function of: the stage, its code, its config section, its inputs."""
+    return short_digest("version", stage, code_version, config_digest, inputs)
+
+
+class PartResult(BaseModel):
+    """What one work unit produced; small, so tasks can pass it between processes."""
+
+    key: str
+    file: str  # relative to the version folder
+    rejected_file: str
+    rows: int
+    rejected_rows: int
+    bytes: int
+    sha256: str
+    counts: dict[str, int] = Field(default_factory=dict)  # stage-specific tallies
+    dropped: dict[str, int] = Field(default_factory=dict)  # reason -> documents
+    errors: list[dict[str, Any]] = Field(default_factory=list)  # input problems, with where
+    seconds: float = 0.0
+    unit: dict[str, Any] = Field(default_factory=dict)  # which input this part came from
+
+
+class Manifest(BaseModel):
+    stage: str
+    version: str  # the folder name
+    key: str  # the version key; a forced rebuild gets a new folder with the same key
+    code_version: str
+    config: dict[str, Any]
+    config_digest: str
+    inputs: Any
+    created_at: str
+    parts: list[PartResult]
+    docs_in: int
+    docs_out: int
+    dropped: dict[str, int]
+    counts: dict[str, int]
+    errors: list[dict[str, Any]]
+    timings: dict[str, float]
+
+
+class VersionBuilder:
+    """Writes the parts of one version and commits it."""
+
+    def __init__(self, ws: Workspace, stage: str, version: str):
+        self.ws = ws
+        self.stage = stage
+        self.version = version
+        self.dir = ws.dataset_dir(stage, version)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (VersionBuilder, (self.ws, self.stage, self.version))
+
+    def part_marker(self, key: str) -> str:
+        return f"{self.dir}/part-{key}.json"
+
+    def finished_parts(self, keys: set[str], reuse: bool = True) -> dict[str, PartResult]:
+        """Those of `keys` already finished: here (a killed build) or, when `reuse`, in another
+        version of the stage, from which they are linked in."""
+        storage = self.ws.storage
+        versions = [self.version]
+        if reuse:
+            versions += [v for v in self.ws.versions(self.stage) if v != self.version]
+        found: dict[str, PartResult] = {}
+        for version in versions:
+            folder = self.ws.dataset_dir(self.stage, version)
+            for name in storage.listdir(folder):
+                key = name.removeprefix("part-").removesuffix(".json")
+                if not name.endswith(".json") or key not in keys or key in found:
+                    continue
+                part = PartResult.model_validate(storage.read_json(f"{folder}/{name}"))
+                if version != self.version:
+                    self._link_part(folder, part)
+                found[key] = part
+        return found
+
+    def _link_part(self, folder: str, part: PartResult) -> None:
+        storage = self.ws.storage
+        for rel in (part.file, part.rejected_file):
+            storage.copy(f"{folder}/{rel}", f"{self.dir}/{rel}")
+        storage.write_json(self.part_marker(part.key), part.model_dump(mode="json"))
+
+    def write_part(self, key: str, docs: pa.Table, rejected: pa.Table, **stats: Any) -> PartResult:
+        """Write one unit's output: documents, rejected documents, then the 'done' marker."""
+        storage = self.ws.storage
+        rel, rejected_rel = f"part-{key}.parquet", f"rejected/part-{key}.parquet"
+        data = storage.write_parquet(f"{self.dir}/{rel}", docs, crash_name="part.write")
+        storage.write_parquet(f"{self.dir}/{rejected_rel}", rejected)
+        part = PartResult(
+            key=key,
+            file=rel,
+            rejected_file=rejected_rel,
+            rows=docs.num_rows,
+            rejected_rows=rejected.num_rows,
+            bytes=len(data),
+            sha256=sha256_bytes(data),
+            **stats,
+        )
+        crash_point("part.done")
+        storage.write_json(self.part_marker(key), part.model_dump(mode="json"))
+        return part
+
+    def commit(
+        self,
+        key: str,
+        code_version: str,
+        config: dict[str, Any],
+        config_digest: str,
+        inputs: Any,
+        parts: list[PartResult],
+        seconds: float,
+    ) -> Manifest:
+        """Write the manifest (the commit point), move CURRENT, drop dead builds."""
+        for leftover in self.ws.storage.glob(f"{self.dir}/**/*{TMP_MARK}*"):
+            self.ws.storage.remove(leftover)  # half-written files of a killed earlier attempt
+        dropped: Counter[str] = Counter()
+        counts: Counter[str] = Counter()
+        for part in parts:
+            dropped.update(part.dropped)
+            counts.update(part.counts)
+        docs_out = sum(p.rows for p in parts)
+        manifest = Manifest(
+            stage=self.stage,
+            version=self.version,
+            key=key,
+            code_version=code_version,
+            config=config,
+            config_digest=config_digest,
+            inputs=inputs,
+            created_at=datetime.now(UTC).isoformat(),  # microseconds: orders quick rebuilds
+            parts=parts,
+            docs_in=docs_out + sum(dropped.values()),
+            docs_out=docs_out,
+            dropped=dict(sorted(dropped.items())),
+            counts=dict(sorted(counts.items())),
+            errors=[err for p in parts for err in p.errors],
+            timings={
+                "wall_s": round(seconds, 3),
+                "unit_s": round(sum(p.seconds for p in parts), 3),
+            },
+        )
+        self.ws.storage.write_json(
+            f"{self.dir}/{MANIFEST}", manifest.model_dump(mode="json"), crash_name="manifest.write"
+        )
+        self.ws.set_current(self.stage, self.version)
+        self.ws.remove_uncommitted(self.stage, keep=None)
+        return manifest
+
+
+class Dataset:
+    """A committed version of a stage's output."""
+
+    def __init__(self, ws: Workspace, stage: str, version: str):
+        path = f"{ws.dataset_dir(stage, version)}/{MANIFEST}"
+        if not ws.storage.exists(path):
+            raise DatasetError(f"{stage} version {version} has no manifest (not committed)")
+        self.ws = ws
+        self.stage = stage
+        self.version = version
+        self.dir = ws.dataset_dir(stage, version)
+        self.manifest = Manifest.model_validate(ws.storage.read_json(path))
+
+    @classmethod
+    def current(cls, ws: Workspace, stage: str) -> Dataset:
+        version = ws.current_version(stage)
+        if version is None:
+            raise DatasetError(
+                f"no {stage} dataset in workspace {ws.root}: run `textmill run {stage}` first"
+            )
+        return cls(ws, stage, version)
+
+    def part_paths(self, rejected: bool = False) -> list[str]:
+        return [
+            f"{self.dir}/{p.rejected_file if rejected else p.file}" for p in self.manifest.parts
+        ]
+
+    def read(self, columns: list[str] | None = None, rejected: bool = False) -> pa.Table:
+        tables = [self.ws.storage.read_parquet(p, columns) for p in self.part_paths(rejected)]
+        return pa.concat_tables(tables) if tables else pa.table({})
+
+    def iter_batches(
+        self, columns: list[str] | None = None, batch_size: int = 1024
+    ) -> Iterator[pa.RecordBatch]:
+        for path in self.part_paths():
+            yield from self.ws.storage.iter_parquet_batches(path, columns, batch_size)

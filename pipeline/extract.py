@@ -1,0 +1,367 @@
+"""The extract stage: WARC responses -> documents (trafilatura's main-text extraction + metadata).
+
+Inputs are the WARC files of every finished crawl generation (or the newest `generation_window`
+of them) and the WARC files a source lists in the config. Work units are input files, or byte
+ranges of large files cut at record boundaries; each unit becomes one part of the dataset.
+
+Every response ends up as a document or in `rejected/` with a reason: `revisit` (no payload),
+`not_web` (no http(s) URI), `http_status`, `content_type` (not HTML or plain text),
+`too_large`, `truncated_record`, `empty_extraction`,
+`extract_timeout`, `extract_error`. A corrupt or truncated file yields the records before the
+damage, and the error (file and byte offset) is recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import fsspec
+import trafilatura
+from trafilatura.utils import decode_file, load_html
+
+from pipeline.config import ConfigError, ExtractConfig, RunConfig
+from pipeline.crash import crash_point
+from pipeline.datasets import PartResult, VersionBuilder, short_digest
+from pipeline.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, documents_table
+from pipeline.warc import WarcReadError, is_truncated, iter_records, open_binary, split_points
+from pipeline.workspace import Workspace
+
+NAME = "extract"
+CODE_VERSION = "1"
+UPSTREAM: tuple[str, ...] = ()  # reads crawl generations and listed files, not datasets
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+TEXT_TYPES = {"text/plain"}
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.-]+)""", re.I)
+_HTML_LANG = re.compile(r"^[a-zA-Z]{2,3}")
+
+
+class PageTimeout(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class InputFile:
+    url: str  # what to open
+    path: str  # what documents cite: workspace-relative for crawl generations, else as listed
+    source: str
+    kind: str
+    generation: str | None
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Unit:
+    file: InputFile
+    start: int = 0
+    end: int | None = None  # None: to the end of the file
+
+    def describe(self) -> dict[str, Any]:
+        return {"file": self.file.path, "start": self.start, "end": self.end}
+
+
+# ----- planning: which files, which units -----
+
+
+def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
+    """Every input file, in a stable order: crawl generations first, then listed files."""
+    found: list[tuple[str, str, str, str, str | None]] = []  # url, path, source, kind, gen
+    for source in cfg.sources:
+        generations = ws.generations(source.name)
+        if cfg.extract.generation_window:
+            generations = generations[-cfg.extract.generation_window :]
+        for gen in generations:
+            for rel in ws.storage.glob(f"{gen.folder}/*"):
+                if rel.endswith(WARC_SUFFIXES):
+                    found.append((ws.storage.url(rel), rel, source.name, source.kind, gen.name))
+        for pattern in source.warc:
+            matches = _glob(cfg.resolve(pattern))
+            if not matches:
+                raise ConfigError(
+                    f"sources.{source.name}.warc: {pattern!r} matches no files "
+                    f"(relative paths are read from {cfg.base_dir})"
+                )
+            found += [(m, m, source.name, source.kind, None) for m in matches]
+    digests = ws.file_digests([url for url, *_ in found])
+    return [
+        InputFile(url, path, source, kind, gen, *digests[url])
+        for url, path, source, kind, gen in found
+    ]
+
+
+def _glob(pattern: str) -> list[str]:
+    if "://" in pattern:
+        fs, _ = fsspec.core.url_to_fs(pattern)
+        return sorted(fs.unstrip_protocol(p) for p in fs.glob(pattern))
+    return sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
+
+
+def version_inputs(files: list[InputFile]) -> list[dict[str, Any]]:
+    """What of the inputs the version depends on (and the manifest records)."""
+    return [
+        {
+            "path": f.path,
+            "source": f.source,
+            "kind": f.kind,
+            "generation": f.generation,
+            "sha256": f.sha256,
+            "size": f.size,
+        }
+        for f in files
+    ]
+
+
+def plan_units(files: list[InputFile], chunk_bytes: int) -> list[Unit]:
+    units = []
+    for file in files:
+        if file.size <= chunk_bytes:
+            units.append(Unit(file))
+            continue
+        with open_binary(file.url) as fh:
+            units += [Unit(file, start, end) for start, end in split_points(fh, chunk_bytes)]
+    return units
+
+
+def unit_key(unit: Unit, cfg: ExtractConfig) -> str:
+    return short_digest(NAME, CODE_VERSION, cfg.digest(), asdict(unit))
+
+
+# ----- the work: one unit -> one part -----
+
+
+def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) -> PartResult:
+    """Extract the documents of one work unit and write them as one part."""
+    started = time.perf_counter()
+    docs: list[dict] = []
+    rejected: list[dict] = []
+    counts: Counter[str] = Counter()
+    problems: list[dict] = []
+    with open_binary(unit.file.url) as fh:
+        try:
+            for item in iter_records(fh, unit.start, unit.end, problems):
+                crash_point("extract.record")
+                counts[f"records_{item.record.rec_type}"] += 1
+                doc = record_to_document(item.record, item.offset, unit.file, cfg)
+                if doc is None:
+                    continue
+                (rejected if "reason" in doc else docs).append(doc)
+                if doc.get("reason") == "truncated_record":
+                    problems.append(
+                        {"offset": item.offset, "error": "record truncated: " + doc["detail"]}
+                    )
+        except WarcReadError as exc:
+            problems.append({"offset": exc.offset, "error": str(exc)})
+    errors = [{"file": unit.file.path, **problem} for problem in problems]
+    dropped = Counter(d["reason"] for d in rejected)
+    part = out.write_part(
+        key,
+        documents_table(docs, DOCUMENT_SCHEMA),
+        documents_table(rejected, REJECTED_SCHEMA),
+        counts=dict(counts),
+        dropped=dict(dropped),
+        errors=errors,
+        seconds=round(time.perf_counter() - started, 3),
+        unit=unit.describe(),
+    )
+    crash_point("unit.done")
+    return part
+
+
+def record_to_document(
+    record: Any, offset: int, file: InputFile, cfg: ExtractConfig
+) -> dict | None:
+    """A document, a rejected document (with `reason`), or None for records that are not
+    documents at all (requests, metadata, warcinfo)."""
+    rec_type = record.rec_type
+    if rec_type not in ("response", "resource", "revisit"):
+        return None
+    headers = record.rec_headers
+    url = _target_uri(headers.get_header("WARC-Target-URI"))
+    record_id = headers.get_header("WARC-Record-ID")
+    doc: dict[str, Any] = {
+        "id": short_digest(record_id or f"{file.sha256}:{offset}"),
+        "text": "",
+        "source": file.source,
+        "source_kind": file.kind,
+        "url": url,
+        "generation": file.generation,
+        "warc_file": file.path,
+        "warc_offset": offset,
+        "warc_record_id": record_id,
+        "warc_date": headers.get_header("WARC-Date"),
+        "hostname": urlsplit(url).hostname if url else None,
+    }
+    if rec_type == "revisit":
+        return _reject(doc, "revisit", headers.get_header("WARC-Refers-To-Target-URI") or "")
+    if not (url or "").startswith(("http://", "https://")):
+        return _reject(doc, "not_web", f"URI {url}")  # e.g. wget's own log as a resource record
+
+    http = record.http_headers if rec_type == "response" else None
+    if http is not None:
+        status = _status(http.get_statuscode())
+        doc["http_status"] = status
+        if status is not None and not 200 <= status < 300:
+            return _reject(doc, "http_status", str(status))
+        content_type = http.get_header("Content-Type") or ""
+        language_header = http.get_header("Content-Language")
+    else:
+        content_type = headers.get_header("Content-Type") or ""
+        language_header = None
+    media_type, declared_charset = _parse_content_type(content_type)
+
+    limit = int(cfg.max_page_mb * 1024 * 1024)
+    payload = record.content_stream().read(limit + 1)
+    if len(payload) > limit:
+        return _reject(doc, "too_large", f"> {cfg.max_page_mb} MB")
+    if is_truncated(record):
+        return _reject(doc, "truncated_record", f"{len(payload)} payload bytes before the end")
+    if not media_type or media_type in ("application/octet-stream", "unk", "unknown"):
+        media_type = "text/html" if _looks_like_html(payload) else media_type
+    doc["content_type"] = media_type or None
+    if media_type not in HTML_TYPES | TEXT_TYPES:
+        return _reject(doc, "content_type", media_type or "missing")
+
+    text, charset = decode_payload(payload, declared_charset, media_type in HTML_TYPES)
+    doc["charset"] = charset
+    if media_type in TEXT_TYPES:
+        doc["text"] = text.replace("\r\n", "\n").strip()
+        doc["language"] = _language(language_header)
+    else:
+        try:
+            with time_limit(cfg.timeout_s):
+                extracted = extract_html(text, url, cfg)
+        except PageTimeout:
+            return _reject(doc, "extract_timeout", f"> {cfg.timeout_s} s")
+        except Exception as exc:  # one bad page must not stop the shard
+            return _reject(doc, "extract_error", f"{type(exc).__name__}: {exc}")
+        if extracted is None:
+            return _reject(doc, "empty_extraction", "no main text found")
+        doc.update(extracted)
+        doc["language"] = doc.get("language") or _language(language_header)
+    if len(doc["text"]) < cfg.min_text_chars:
+        return _reject(doc, "empty_extraction", f"{len(doc['text'])} chars")
+    return doc
+
+
+def extract_html(html: str, url: str | None, cfg: ExtractConfig) -> dict[str, Any] | None:
+    """trafilatura's extraction with its fallbacks: main text plus metadata, or None."""
+    tree = load_html(html)
+    if tree is None:
+        return None
+    lang = tree.get("lang") or tree.get("{http://www.w3.org/XML/1998/namespace}lang")
+    result = trafilatura.bare_extraction(
+        tree,
+        url=url,
+        fast=cfg.fast,
+        include_comments=cfg.include_comments,
+        include_tables=cfg.include_tables,
+        favor_precision=cfg.favor_precision,
+        favor_recall=cfg.favor_recall,
+        with_metadata=True,
+    )
+    if result is None or not result.text:
+        return None
+    fields = {
+        "text": result.text,
+        "title": result.title,
+        "author": result.author,
+        "date": result.date,
+        "sitename": result.sitename,
+        "description": result.description,
+        "categories": ", ".join(result.categories or []) or None,
+        "tags": ", ".join(result.tags or []) or None,
+        "license": result.license,
+        "language": _language(lang),
+    }
+    if result.hostname:
+        fields["hostname"] = result.hostname
+    return fields
+
+
+def decode_payload(payload: bytes, declared: str | None, is_html: bool) -> tuple[str, str]:
+    """Bytes to text: the declared charset when it decodes cleanly, then UTF-8, then the
+    page's own <meta charset>, then detection (charset_normalizer, as trafilatura does)."""
+    candidates = [declared, "utf-8"]
+    if is_html:
+        match = _META_CHARSET.search(payload[:4096])
+        candidates.append(match.group(1).decode("ascii") if match else None)
+    for charset in candidates:
+        if not charset:
+            continue
+        try:
+            return payload.decode(charset), charset.lower()
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return decode_file(payload), "detected"
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds` (SIGALRM; the main thread of a worker process).
+    Thread-based runners cannot interrupt Python code, so there the block runs unlimited."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise PageTimeout()
+
+    previous = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _reject(doc: dict, reason: str, detail: str) -> dict:
+    doc["reason"] = reason
+    doc["detail"] = detail
+    return doc
+
+
+def _target_uri(value: str | None) -> str | None:
+    # Some WARC 1.1 writers wrap the URI in <...> (an older draft of the spec)
+    return value.strip().removeprefix("<").removesuffix(">") if value else None
+
+
+def _status(code: str | None) -> int | None:
+    try:
+        return int(code) if code else None
+    except ValueError:
+        return None
+
+
+def _parse_content_type(value: str) -> tuple[str, str | None]:
+    media_type, _, params = value.partition(";")
+    charset = None
+    for param in params.split(";"):
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = val.strip().strip("\"'") or None
+    return media_type.strip().lower(), charset
+
+
+def _looks_like_html(payload: bytes) -> bool:
+    head = payload[:1024].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html")) or b"<html" in head
+
+
+def _language(value: str | None) -> str | None:
+    match = _HTML_LANG.match(value.strip()) if value else None
+    return match.group(0).lower() if match else None

@@ -1,0 +1,153 @@
+"""The stage contract, shared by every map stage: plan -> map units -> commit.
+
+A stage's output version is a digest of (stage, code version, config section, inputs). If that
+version is committed, there is nothing to do; otherwise it is built in its own folder beside the
+old ones, unit by unit (each unit's part reused if any earlier build already made it), and
+`CURRENT` moves only after the manifest is written. The Prefect flows and the plain runner both
+call `begin`, map `process` over `build.todo`, then call `finish`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import RunConfig, Section
+from pipeline.datasets import Dataset, Manifest, PartResult, VersionBuilder, version_key
+from pipeline.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class MapStage:
+    """A stage that maps a function over work units, one part per unit."""
+
+    name: str
+    code_version: str
+    section: Callable[[RunConfig], Section]  # the stage's config section
+    list_inputs: Callable[[RunConfig, Workspace], Any]  # cheap: decides the version
+    describe_inputs: Callable[[Any], Any]  # JSON-able form of the inputs, for version + manifest
+    plan_units: Callable[[RunConfig, Any], list[Any]]  # may read inputs: only when building
+    unit_key: Callable[[Any, Section], str]
+    process: Callable[[Any, str, Section, VersionBuilder], PartResult]
+
+
+@dataclass
+class Build:
+    """One version of one stage, being built (or found up to date)."""
+
+    stage: MapStage
+    version: str
+    key: str
+    config: Section
+    inputs: Any
+    builder: VersionBuilder
+    up_to_date: bool = False
+    todo: list[tuple[Any, str]] = field(default_factory=list)  # (unit, part key) to process
+    keys: list[str] = field(default_factory=list)  # every part key, in plan order
+    done: dict[str, PartResult] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+def target_key(stage: MapStage, cfg: RunConfig, ws: Workspace) -> tuple[str, Any]:
+    inputs = stage.describe_inputs(stage.list_inputs(cfg, ws))
+    section = stage.section(cfg)
+    return version_key(stage.name, stage.code_version, section.digest(), inputs), inputs
+
+
+def begin(stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False) -> Build:
+    """Decide the version and what is left to do. Call with the workspace lock held."""
+    raw_inputs = stage.list_inputs(cfg, ws)
+    inputs = stage.describe_inputs(raw_inputs)
+    section = stage.section(cfg)
+    key = version_key(stage.name, stage.code_version, section.digest(), inputs)
+    existing = _committed_with_key(ws, stage.name, key)
+    if existing and not force:
+        if ws.current_version(stage.name) != existing:
+            ws.set_current(stage.name, existing)  # e.g. a config change reverted: no work
+        return Build(
+            stage,
+            existing,
+            key,
+            section,
+            inputs,
+            VersionBuilder(ws, stage.name, existing),
+            up_to_date=True,
+        )
+    version = _fresh_folder(ws, stage.name, key) if force else key
+    build = Build(stage, version, key, section, inputs, VersionBuilder(ws, stage.name, version))
+    units = stage.plan_units(cfg, raw_inputs)
+    keyed = [(unit, stage.unit_key(unit, section)) for unit in units]
+    build.keys = [k for _, k in keyed]
+    build.done = {} if force else build.builder.finished_parts(set(build.keys))
+    build.todo = [(unit, k) for unit, k in keyed if k not in build.done]
+    return build
+
+
+def finish(build: Build, results: list[PartResult]) -> Manifest:
+    """Commit the version once every unit is done."""
+    parts = {**build.done, **{p.key: p for p in results}}
+    missing = [k for k in build.keys if k not in parts]
+    if missing:
+        raise RuntimeError(f"{build.stage.name}: {len(missing)} work units did not finish")
+    return build.builder.commit(
+        key=build.key,
+        code_version=build.stage.code_version,
+        config=build.config.model_dump(mode="json"),
+        config_digest=build.config.digest(),
+        inputs=build.inputs,
+        parts=[parts[k] for k in build.keys],
+        seconds=time.perf_counter() - build.started,
+    )
+
+
+def summary(build: Build, manifest: Manifest) -> dict[str, Any]:
+    """What a run did, for the CLI and the flows' return values."""
+    return {
+        "stage": build.stage.name,
+        "version": manifest.version,
+        "built": not build.up_to_date,
+        "units_run": len(build.todo),
+        "units_reused": len(build.done),
+        "docs_in": manifest.docs_in,
+        "docs_out": manifest.docs_out,
+        "dropped": manifest.dropped,
+        "errors": len(manifest.errors),
+        "wall_s": manifest.timings.get("wall_s"),
+    }
+
+
+MapFn = Callable[[Callable[..., PartResult], list[tuple[Any, ...]]], list[PartResult]]
+
+
+def run(
+    stage: MapStage, cfg: RunConfig, ws: Workspace, map_fn: MapFn, force: bool = False
+) -> dict[str, Any]:
+    """Build a stage without Prefect: `map_fn(process, [args, ...])` does the parallel part."""
+    with ws.lock(f"textmill run {stage.name}"):
+        build = begin(stage, cfg, ws, force)
+        if build.up_to_date:
+            return summary(build, Dataset(ws, stage.name, build.version).manifest)
+        args = [(unit, key, build.config, build.builder) for unit, key in build.todo]
+        return summary(build, finish(build, map_fn(stage.process, args)))
+
+
+def _committed_with_key(ws: Workspace, stage: str, key: str) -> str | None:
+    """The committed folder holding version `key`: the current one if it does, else any."""
+    current = ws.current_version(stage)
+    candidates = [current] if current else []
+    candidates += [v for v in ws.committed_versions(stage) if v.startswith(key)]
+    for version in candidates:
+        if ws.is_committed(stage, version) and Dataset(ws, stage, version).manifest.key == key:
+            return version
+    return None
+
+
+def _fresh_folder(ws: Workspace, stage: str, key: str) -> str:
+    """A forced rebuild keeps the version key but gets its own folder: `<key>-r<N>`."""
+    taken = set(ws.versions(stage))
+    n = 1
+    while f"{key}-r{n}" in taken:
+        n += 1
+    return f"{key}-r{n}"

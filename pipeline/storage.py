@@ -1,0 +1,145 @@
+"""One filesystem layer for the workspace (fsspec), so `s3://…` roots work like local paths.
+
+Every write that others may read is atomic: the bytes go to a temporary name beside the target
+and are renamed into place, so a reader sees the old file or the whole new one, never a part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.crash import crash_point
+
+TMP_MARK = ".tmp-"
+
+
+class Storage:
+    """A workspace root on some filesystem; all paths given to it are relative to the root."""
+
+    def __init__(self, root: str):
+        self.root_url = root
+        self.fs, self.root = fsspec.core.url_to_fs(root)
+        self.is_local = "file" in (
+            (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable for process pools: rebuild from the URL
+        return (Storage, (self.root_url,))
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def url(self, *parts: str) -> str:
+        """A path others can open: absolute local path, or a URL with the protocol."""
+        full = self.path(*parts)
+        return full if self.is_local else self.fs.unstrip_protocol(full)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.makedirs(self.path(rel), exist_ok=True)
+
+    def listdir(self, rel: str) -> list[str]:
+        """Names (not paths) in a folder, sorted; empty when the folder does not exist."""
+        try:
+            entries = self.fs.ls(self.path(rel), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+    def isdir(self, rel: str) -> bool:
+        return self.fs.isdir(self.path(rel))
+
+    def glob(self, rel_pattern: str) -> list[str]:
+        """Matching paths, relative to the root, sorted."""
+        prefix = self.root.rstrip("/") + "/"
+        return sorted(p[len(prefix) :] for p in self.fs.glob(self.path(rel_pattern)))
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self.path(rel), "rb") as fh:
+            return fh.read()
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8")
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_bytes(self, rel: str, data: bytes, crash_name: str | None = None) -> None:
+        """Atomic write. `crash_name` names an injectable crash point half-way through the bytes."""
+        target = self.path(rel)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        tmp = f"{target}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+        with self.fs.open(tmp, "wb") as fh:
+            half = len(data) // 2
+            fh.write(data[:half])
+            if crash_name:
+                fh.flush()
+                crash_point(crash_name)
+            fh.write(data[half:])
+        self.fs.mv(tmp, target)
+
+    def write_text(self, rel: str, text: str, crash_name: str | None = None) -> None:
+        self.write_bytes(rel, text.encode("utf-8"), crash_name)
+
+    def write_json(self, rel: str, obj: Any, crash_name: str | None = None) -> None:
+        self.write_text(rel, json.dumps(obj, indent=2, sort_keys=True) + "\n", crash_name)
+
+    def write_parquet(self, rel: str, table: pa.Table, crash_name: str | None = None) -> bytes:
+        """Atomic Parquet write; returns the bytes written (for the manifest's checksum)."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        data = sink.getvalue().to_pybytes()
+        self.write_bytes(rel, data, crash_name)
+        return data
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open(self.path(rel), "rb") as fh:
+            return pq.read_table(fh, columns=columns)
+
+    def iter_parquet_batches(
+        self, rel: str, columns: list[str] | None = None, batch_size: int = 1024
+    ) -> Iterator[pa.RecordBatch]:
+        with self.fs.open(self.path(rel), "rb") as fh:
+            yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=columns)
+
+    def copy(self, src_rel: str, dst_rel: str) -> None:
+        """Copy a finished file to a new name atomically (hard link where the filesystem can)."""
+        src, dst = self.path(src_rel), self.path(dst_rel)
+        self.fs.makedirs(posixpath.dirname(dst), exist_ok=True)
+        tmp = f"{dst}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+        if self.is_local:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                self.fs.copy(src, tmp)
+        else:
+            self.fs.copy(src, tmp)
+        self.fs.mv(tmp, dst)
+
+    def remove(self, rel: str, recursive: bool = False) -> None:
+        if self.fs.exists(self.path(rel)):
+            self.fs.rm(self.path(rel), recursive=recursive)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(fs: fsspec.AbstractFileSystem, path: str, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,209 @@
+"""The extract stage on WARC files we write ourselves, and on the real ones in ../shared/data."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from warcio.archiveiterator import ArchiveIterator
+
+from pipeline import extract
+from pipeline.config import load_config
+from pipeline.datasets import Dataset
+from pipeline.runner import make_map
+from pipeline.stage import run
+from pipeline.stages import EXTRACT
+from pipeline.warc import iter_records, open_binary
+from pipeline.workspace import Workspace
+from tests.conftest import SHARED_DATA, needs_shared_data
+from tests.helpers import article, write_config, write_warc
+
+LATIN1_PAGE = (
+    "<html><head><meta charset='iso-8859-1'><title>Café</title></head><body><article>"
+    "<p>Größere Übungen für Anfänger: über die Brücke zum Bahnhof, und dann weiter zur Straße "
+    "mit den schönen Häusern, wo die Bäckerei frische Brötchen verkauft.</p>"
+    "<p>Noch ein Absatz, damit die Seite wie ein echter Artikel aussieht und genug Text hat.</p>"
+    "</article></body></html>"
+).encode("iso-8859-1")
+
+
+def _mixed_records() -> list[dict]:
+    return [
+        {"url": "https://example.org/a", "body": article("First article", "Alpha.")},
+        {
+            "url": "https://example.org/book.txt",
+            "body": b"CHAPTER I.\r\nIt was a dark night.\r\n",
+            "content_type": "text/plain; charset=us-ascii",
+        },
+        {"url": "https://example.org/latin", "body": LATIN1_PAGE, "content_type": "text/html"},
+        {"url": "https://example.org/a", "type": "revisit", "body": b""},
+        {
+            "url": "https://example.org/missing",
+            "body": b"<html>gone</html>",
+            "status": "404 Not Found",
+        },
+        {
+            "url": "https://example.org/logo.png",
+            "body": b"\x89PNG\r\n",
+            "content_type": "image/png",
+        },
+        {"url": "https://example.org/empty", "body": b"<html><body></body></html>"},
+    ]
+
+
+def _run(config: Path, *overrides: str) -> tuple[dict, Workspace]:
+    cfg = load_config(config, list(overrides))
+    ws = Workspace(cfg.workspace_root)
+    return run(EXTRACT, cfg, ws, make_map(cfg.runner)), ws
+
+
+def test_every_response_becomes_a_document_or_a_reasoned_rejection(tmp_path):
+    warc = write_warc(tmp_path / "in" / "mixed.warc.gz", _mixed_records())
+    result, ws = _run(write_config(tmp_path, [str(warc)]))
+    dataset = Dataset.current(ws, "extract")
+    docs = {d["url"]: d for d in dataset.read().to_pylist()}
+    rejected = {(d["url"], d["reason"]) for d in dataset.read(rejected=True).to_pylist()}
+
+    assert set(docs) == {
+        "https://example.org/a",
+        "https://example.org/book.txt",
+        "https://example.org/latin",
+    }
+    assert rejected == {
+        ("https://example.org/a", "revisit"),
+        ("https://example.org/missing", "http_status"),
+        ("https://example.org/logo.png", "content_type"),
+        ("https://example.org/empty", "empty_extraction"),
+    }
+    assert result["docs_in"] == 7 and result["docs_out"] == 3
+    assert dataset.manifest.dropped == {
+        "content_type": 1,
+        "empty_extraction": 1,
+        "http_status": 1,
+        "revisit": 1,
+    }
+
+    page = docs["https://example.org/a"]
+    assert "Jacquard loom" in page["text"] and "Alpha." in page["text"]
+    assert "All rights reserved" not in page["text"]  # boilerplate left out
+    assert page["title"] == "First article"
+    assert page["author"] == "Ada Lovelace"
+    assert page["language"] == "en"
+    assert page["hostname"] == "example.org"
+    assert page["source"] == "pages" and page["source_kind"] == "web"
+    assert page["http_status"] == 200 and page["warc_file"] == str(warc)
+
+    assert docs["https://example.org/book.txt"]["text"] == "CHAPTER I.\nIt was a dark night."
+    latin = docs["https://example.org/latin"]
+    assert "Größere Übungen für Anfänger" in latin["text"]
+    assert latin["charset"] == "iso-8859-1"
+
+
+def test_provenance_points_at_the_record(tmp_path):
+    warc = write_warc(tmp_path / "in" / "mixed.warc.gz", _mixed_records())
+    _, ws = _run(write_config(tmp_path, [str(warc)]))
+    for doc in Dataset.current(ws, "extract").read().to_pylist():
+        with open_binary(doc["warc_file"]) as fh:
+            record = next(iter_records(fh, doc["warc_offset"])).record
+        assert record.rec_headers.get_header("WARC-Target-URI") == doc["url"]
+        assert record.rec_headers.get_header("WARC-Record-ID") == doc["warc_record_id"]
+
+
+def test_large_files_split_into_units_give_the_same_documents(tmp_path):
+    records = [
+        {"url": f"https://example.org/{i}", "body": article(f"Page {i}", f"Number {i}.")}
+        for i in range(40)
+    ]
+    warc = write_warc(tmp_path / "in" / "big.warc.gz", records)
+    config = write_config(tmp_path, [str(warc)])
+    whole, ws = _run(config)
+    split, _ = _run(config, f"workspace={tmp_path / 'split'}", "runner.chunk_mb=0.002")
+    assert whole["units_run"] == 1 and split["units_run"] > 5
+    columns = ["id", "url", "text", "warc_offset"]
+    expected = Dataset.current(ws, "extract").read(columns).to_pylist()
+    got = Dataset.current(Workspace(str(tmp_path / "split")), "extract").read(columns).to_pylist()
+    assert got == expected and len(got) == 40
+
+
+def test_a_page_over_the_time_limit_is_rejected_and_the_shard_goes_on(tmp_path, monkeypatch):
+    real = extract.extract_html
+
+    def slow_on_one_page(html, url, cfg):
+        if url.endswith("/slow"):
+            time.sleep(5)
+        return real(html, url, cfg)
+
+    monkeypatch.setattr(extract, "extract_html", slow_on_one_page)
+    warc = write_warc(
+        tmp_path / "in" / "t.warc.gz",
+        [
+            {"url": "https://example.org/slow", "body": article("Slow")},
+            {"url": "https://example.org/fast", "body": article("Fast")},
+        ],
+    )
+    started = time.perf_counter()
+    _, ws = _run(write_config(tmp_path, [str(warc)], extract={"timeout_s": 0.5}))
+    assert time.perf_counter() - started < 4
+    dataset = Dataset.current(ws, "extract")
+    assert [d["url"] for d in dataset.read(["url"]).to_pylist()] == ["https://example.org/fast"]
+    assert dataset.manifest.dropped == {"extract_timeout": 1}
+
+
+def test_a_truncated_file_yields_what_it_can_and_reports_where(tmp_path):
+    records = [{"url": f"https://example.org/{i}", "body": article(f"Page {i}")} for i in range(5)]
+    whole = write_warc(tmp_path / "whole.warc", records).read_bytes()
+    cut = tmp_path / "in" / "cut.warc"
+    cut.parent.mkdir()
+    cut.write_bytes(whole[: int(len(whole) * 0.7)])
+    result, ws = _run(write_config(tmp_path, [str(cut)]))
+    manifest = Dataset.current(ws, "extract").manifest
+    assert 2 <= result["docs_out"] < 5
+    assert manifest.errors and manifest.errors[0]["file"] == str(cut)
+    assert manifest.errors[0]["offset"] > 0
+
+
+@needs_shared_data
+def test_all_shared_warc_files(tmp_path):
+    """~100 real HTML pages come out; the broken files are reported, not fatal."""
+    config = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    result, ws = _run(config, f"workspace={tmp_path / 'ws'}", "runner.task_runner=processes")
+    manifest = Dataset.current(ws, "extract").manifest
+    assert 100 <= result["docs_out"] <= 140
+    assert manifest.dropped["revisit"] >= 120  # iana.org's payload-digest revisits
+    broken = {Path(e["file"]).name for e in manifest.errors}
+    assert {
+        "example-bad-non-chunked.warc.gz",
+        "example-wrong-chunks.warc.gz",
+        "example-bad.warc.gz.bad",
+    } <= broken
+    docs = Dataset.current(ws, "extract").read(["url", "warc_file", "language"]).to_pylist()
+    # Dolma's samples: modern pages, every one a document (URIs wrapped in <...> there)
+    dolma = [d for d in docs if "/dolma/" in d["warc_file"]]
+    assert len(dolma) == _count_html_responses(SHARED_DATA.glob("warc/dolma/*.warc.gz"))
+    assert all(d["url"].startswith("https://") for d in dolma)
+    assert sum(1 for d in docs if d["language"] == "en") >= 30
+
+
+def _count_html_responses(paths) -> int:
+    count = 0
+    for path in paths:
+        with open(path, "rb") as fh:
+            for record in ArchiveIterator(fh):
+                if record.rec_type == "response" and "html" in (
+                    record.http_headers.get_header("Content-Type") or ""
+                ):
+                    count += 1
+    return count
+
+
+@needs_shared_data
+@pytest.mark.parametrize("name", ["iana.warc.gz", "clueweb-quirk.warc.gz"])
+def test_real_warc_documents_have_text_and_provenance(tmp_path, name):
+    warc = next(SHARED_DATA.glob(f"warc/*/{name}"))
+    _, ws = _run(write_config(tmp_path, [str(warc)]))
+    docs = Dataset.current(ws, "extract").read().to_pylist()
+    assert docs
+    for doc in docs:
+        assert doc["text"].strip() and doc["url"].startswith("http")
+        assert doc["warc_file"] == str(warc) and doc["warc_offset"] >= 0

@@ -1,0 +1,66 @@
+"""The real Prefect flow: tasks map over input files on a process pool."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.datasets import Dataset
+from pipeline.workspace import Workspace
+from tests.helpers import article, write_config, write_warc
+
+pytestmark = pytest.mark.prefect
+
+
+def _inputs(folder):
+    for name in ("a", "b", "c"):
+        write_warc(
+            folder / f"{name}.warc.gz",
+            [
+                {"url": f"https://{name}.example/{i}", "body": article(f"{name} {i}")}
+                for i in range(4)
+            ],
+        )
+    return [str(folder / "*.warc.gz")]
+
+
+def test_extract_flow_on_a_process_pool_matches_the_plain_run(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    import flows.extract
+
+    warcs = _inputs(tmp_path / "in")
+    config = str(write_config(tmp_path, warcs))
+    result = flows.extract.run(config, ["runner.task_runner=processes", "runner.workers=2"])
+    assert result["built"] and result["units_run"] == 3 and result["docs_out"] == 12
+
+    plain = write_config(tmp_path / "plain", warcs)
+    subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "extract", "-c", str(plain), "--no-prefect"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    columns = ["id", "url", "text", "title"]
+    flow_docs = Dataset.current(Workspace(str(tmp_path / "workspace")), "extract").read(columns)
+    plain_docs = Dataset.current(Workspace(str(tmp_path / "plain" / "workspace")), "extract")
+    assert flow_docs.to_pylist() == plain_docs.read(columns).to_pylist()
+
+    with get_client(sync_client=True) as client:
+        names = [run.name for run in client.read_task_runs()]
+    assert sum(name.startswith("extract-unit") for name in names) >= 3
+
+
+def test_cli_runs_the_flow_on_a_running_server(prefect_server, tmp_path):
+    config = str(write_config(tmp_path, _inputs(tmp_path / "in")))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    command = [sys.executable, "-m", "pipeline.cli", "run", "extract", "-c", config]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"Prefect API: {prefect_server}" in first.stderr
+    assert "built version" in first.stdout
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0 and "up to date" in second.stdout
