@@ -104,8 +104,14 @@ def load_pages(folder: Path, limit: int | None) -> list[Page]:
             missing.append(item["file"])
             continue
         pages.append(
-            Page(url, target_uri(url), item["file"], gzip.decompress(path.read_bytes()),
-                 tuple(item["with"]), tuple(item["without"]))
+            Page(
+                url,
+                target_uri(url),
+                item["file"],
+                gzip.decompress(path.read_bytes()),
+                tuple(item["with"]),
+                tuple(item["without"]),
+            )
         )
     if missing:
         sys.exit(
@@ -266,8 +272,13 @@ def read_stage_output(workspace: Path, by_offset: dict[int, Page]) -> StageOutpu
         if row["reason"] in CRASH_REASONS:
             crashes.append({"url": row["url"], "reason": row["reason"], "detail": row["detail"]})
     for error in ds.manifest.errors:
-        crashes.append({"url": error.get("file", ""), "reason": "file_error",
-                        "detail": f"at {error.get('offset')}: {error.get('error')}"})
+        crashes.append(
+            {
+                "url": error.get("file", ""),
+                "reason": "file_error",
+                "detail": f"at {error.get('offset')}: {error.get('error')}",
+            }
+        )
     return StageOutput(texts, dropped, crashes, unmatched, ds.manifest)
 
 
@@ -349,24 +360,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark the extract stage on trafilatura's evaluation corpus.",
         epilog="Prints one JSON object to stdout; progress goes to stderr.",
     )
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="only the first N pages (sorted by URL): a quick smoke run")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes of the stage (default 2)")
-    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                        help="build the WARC and workspace in DIR (new or empty) and keep them")
-    parser.add_argument("--skip-direct", action="store_true",
-                        help="skip the direct trafilatura baseline (no ratio_to_direct)")
-    parser.add_argument("--use-prefect-api-url", action="store_true",
-                        help="use an inherited PREFECT_API_URL instead of an embedded server")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N pages (sorted by URL): a quick smoke run",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes of the stage (default 2)"
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="build the WARC and workspace in DIR (new or empty) and keep them",
+    )
+    parser.add_argument(
+        "--skip-direct",
+        action="store_true",
+        help="skip the direct trafilatura baseline (no ratio_to_direct)",
+    )
+    parser.add_argument(
+        "--use-prefect-api-url",
+        action="store_true",
+        help="use an inherited PREFECT_API_URL instead of an embedded server",
+    )
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty (a reused workspace "
-                     "would skip the stage's work)")
+        parser.error(
+            f"--keep {args.keep}: the folder is not empty (a reused workspace "
+            "would skip the stage's work)"
+        )
     return args
 
 
@@ -387,8 +417,10 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
     log(f"running the extract flow ({args.workers} worker processes)")
     result, flow_total_s = run_stage(config_path, workspace)
     stage_s = float(result["wall_s"] or 0.0)
-    log(f"extract: {result['docs_out']} documents in {stage_s:.1f} s "
-        f"({flow_total_s:.1f} s with Prefect start-up)")
+    log(
+        f"extract: {result['docs_out']} documents in {stage_s:.1f} s "
+        f"({flow_total_s:.1f} s with Prefect start-up)"
+    )
 
     output = read_stage_output(workspace, by_offset)
     confusion = score(pages, output.texts)
@@ -415,28 +447,30 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
         figures["direct_docs"] = len(direct_texts)
         figures["direct_counts"] = direct.counts()
 
-    figures.update({
-        "counts": confusion.counts(),
-        "docs_in": result["docs_in"],
-        "docs_out": result["docs_out"],
-        "docs_unmatched": output.unmatched,
-        "stand_in_uris": sum(p.target_uri != p.url for p in pages),
-        "dropped": dict(sorted(output.dropped.items())),
-        "crash_details": output.crashes[:20],
-        "workers": args.workers,
-        "units": result["units_run"] + result["units_reused"],
-        "units_reused": result["units_reused"],
-        "stage_wall_s": round(stage_s, 2),
-        "stage_unit_s": round(unit_s, 2),  # summed time inside the units (all workers)
-        "stage_parallel_efficiency": _ratio(unit_s, args.workers * stage_s, 3),
-        "flow_total_s": round(flow_total_s, 2),
-        "warc_bytes": warc.stat().st_size,
-        "warc_write_s": round(warc_s, 2),
-        "cpu_count": os.cpu_count(),
-        "versions": versions(),
-        "targets": TARGETS,
-        "total_s": round(time.perf_counter() - bench_started, 2),
-    })
+    figures.update(
+        {
+            "counts": confusion.counts(),
+            "docs_in": result["docs_in"],
+            "docs_out": result["docs_out"],
+            "docs_unmatched": output.unmatched,
+            "stand_in_uris": sum(p.target_uri != p.url for p in pages),
+            "dropped": dict(sorted(output.dropped.items())),
+            "crash_details": output.crashes[:20],
+            "workers": args.workers,
+            "units": result["units_run"] + result["units_reused"],
+            "units_reused": result["units_reused"],
+            "stage_wall_s": round(stage_s, 2),
+            "stage_unit_s": round(unit_s, 2),  # summed time inside the units (all workers)
+            "stage_parallel_efficiency": _ratio(unit_s, args.workers * stage_s, 3),
+            "flow_total_s": round(flow_total_s, 2),
+            "warc_bytes": warc.stat().st_size,
+            "warc_write_s": round(warc_s, 2),
+            "cpu_count": os.cpu_count(),
+            "versions": versions(),
+            "targets": TARGETS,
+            "total_s": round(time.perf_counter() - bench_started, 2),
+        }
+    )
     met = figures["snippet_f1"] >= TARGETS["snippet_f1"] and figures["crashes"] == 0
     if "ratio_to_direct" in figures:
         met = met and figures["ratio_to_direct"] >= TARGETS["ratio_to_direct"]
