@@ -56,7 +56,7 @@ def run_map_stage(
     with ws.lock(f"{map_stage.name} flow"):
         build = stage.begin(map_stage, cfg, ws, force)
         if build.up_to_date:
-            return stage.summary(build, Dataset(ws, map_stage.name, build.version).manifest)
+            return stage.build_summary(build, Dataset(ws, map_stage.name, build.version).manifest)
         workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
         futures = unit_task.map(
             [unit for unit, _ in build.todo],
@@ -65,4 +65,5 @@ def run_map_stage(
             unmapped(build.builder),
         )
         manifest = stage.finish(build, [f.result() for f in futures])
-        return {**stage.summary(build, manifest), "workers_start_s": round(workers_start_s, 3)}
+        result = stage.build_summary(build, manifest)
+        return {**result, "workers_start_s": round(workers_start_s, 3)}

@@ -96,6 +96,11 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
                     f"(relative paths are read from {cfg.base_dir})"
                 )
             found += [(m, m, source.name, source.kind, None) for m in matches]
+    if not found:
+        raise ConfigError(
+            f"extract: no input files: no finished crawl generation under {ws.storage.url('crawl')}"
+            " and no `warc` paths in the config's sources"
+        )
     digests = ws.file_digests([url for url, *_ in found])
     return [
         InputFile(url, path, source, kind, gen, *digests[url])

@@ -102,20 +102,39 @@ def finish(build: Build, results: list[PartResult]) -> Manifest:
     )
 
 
-def summary(build: Build, manifest: Manifest) -> dict[str, Any]:
+def summary(
+    manifest: Manifest,
+    built: bool,
+    units_run: int = 0,
+    units_reused: int = 0,
+) -> dict[str, Any]:
     """What a run did, for the CLI and the flows' return values."""
     return {
-        "stage": build.stage.name,
+        "stage": manifest.stage,
         "version": manifest.version,
-        "built": not build.up_to_date,
-        "units_run": len(build.todo),
-        "units_reused": len(build.done),
+        "built": built,
+        "units_run": units_run,
+        "units_reused": units_reused,
         "docs_in": manifest.docs_in,
         "docs_out": manifest.docs_out,
         "dropped": manifest.dropped,
         "errors": len(manifest.errors),
         "wall_s": manifest.timings.get("wall_s"),
     }
+
+
+def build_summary(build: Build, manifest: Manifest) -> dict[str, Any]:
+    return summary(manifest, not build.up_to_date, len(build.todo), len(build.done))
+
+
+def up_to_date(stage: MapStage, cfg: RunConfig, ws: Workspace) -> Manifest | None:
+    """The current version's manifest if it is what the config asks for now, else None.
+    Reads only: callers use it to skip work (and Prefect's start-up) without taking the lock."""
+    current = ws.current_version(stage.name)
+    if current is None or not ws.is_committed(stage.name, current):
+        return None
+    manifest = Dataset(ws, stage.name, current).manifest
+    return manifest if manifest.key == target_key(stage, cfg, ws)[0] else None
 
 
 MapFn = Callable[[Callable[..., PartResult], list[tuple[Any, ...]]], list[PartResult]]
@@ -128,9 +147,9 @@ def run(
     with ws.lock(f"textmill run {stage.name}"):
         build = begin(stage, cfg, ws, force)
         if build.up_to_date:
-            return summary(build, Dataset(ws, stage.name, build.version).manifest)
+            return build_summary(build, Dataset(ws, stage.name, build.version).manifest)
         args = [(unit, key, build.config, build.builder) for unit, key in build.todo]
-        return summary(build, finish(build, map_fn(stage.process, args)))
+        return build_summary(build, finish(build, map_fn(stage.process, args)))
 
 
 def _committed_with_key(ws: Workspace, stage: str, key: str) -> str | None:

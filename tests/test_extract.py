@@ -9,7 +9,7 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 
 from pipeline import extract
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.datasets import Dataset
 from pipeline.runner import make_map
 from pipeline.stage import run
@@ -207,3 +207,43 @@ def test_real_warc_documents_have_text_and_provenance(tmp_path, name):
     for doc in docs:
         assert doc["text"].strip() and doc["url"].startswith("http")
         assert doc["warc_file"] == str(warc) and doc["warc_offset"] >= 0
+
+
+def test_reads_finished_crawl_generations_and_skips_unfinished_ones(tmp_path):
+    crawl = tmp_path / "workspace" / "crawl" / "pages"
+    for generation, finished in (("20260101T000000Z", True), ("20260201T000000Z", False)):
+        write_warc(
+            crawl / generation / "00000.warc.gz",
+            [{"url": f"https://{generation}.example/", "body": article(generation)}],
+        )
+        if finished:
+            (crawl / generation / "_manifest.json").write_text("{}")
+    config = write_config(tmp_path, [])
+    _, ws = _run(config)
+    docs = Dataset.current(ws, "extract").read().to_pylist()
+    assert [d["generation"] for d in docs] == ["20260101T000000Z"]
+    assert docs[0]["warc_file"] == "crawl/pages/20260101T000000Z/00000.warc.gz"
+
+    (crawl / "20260201T000000Z" / "_manifest.json").write_text("{}")  # that crawl ended
+    second, _ = _run(config)
+    assert second["units_run"] == 1 and second["units_reused"] == 1
+    assert second["docs_out"] == 2
+    newest, _ = _run(config, "extract.generation_window=1")
+    docs = Dataset.current(ws, "extract").read(["generation"]).to_pylist()
+    assert newest["docs_out"] == 1 and docs == [{"generation": "20260201T000000Z"}]
+
+
+def test_no_inputs_at_all_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no input files"):
+        _run(write_config(tmp_path, []))
+
+
+def test_a_workspace_on_another_filesystem(tmp_path):
+    """Everything goes through fsspec: an in-memory filesystem stands in for s3:// here."""
+    warc = write_warc(tmp_path / "in" / "a.warc.gz", _mixed_records())
+    result, ws = _run(write_config(tmp_path, [str(warc)]), "workspace=memory://textmill-test")
+    assert result["docs_out"] == 3
+    assert not ws.storage.is_local and ws.storage.url("x").startswith("memory:")
+    assert Dataset.current(ws, "extract").read(["url"]).num_rows == 3
+    again, _ = _run(write_config(tmp_path, [str(warc)]), "workspace=memory://textmill-test")
+    assert not again["built"]
