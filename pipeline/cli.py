@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import wraps
 from typing import Any
 
@@ -83,29 +84,38 @@ def run(
     A new version is built beside the current one; CURRENT moves to it only when it is complete,
     so a killed run loses nothing and the next run resumes where it stopped."""
     cfg = load_config(config_path, overrides)
-    result = _run_stage(stage_name, cfg, config_path, list(overrides), force, no_prefect)
-    _print_result(result)
+    _run_stages([stage_name], cfg, config_path, list(overrides), force, no_prefect)
 
 
-def _run_stage(
-    stage_name: str,
+def _run_stages(
+    names: list[str],
     cfg: RunConfig,
     config_path: str,
     overrides: list[str],
     force: bool,
     no_prefect: bool,
-) -> dict[str, Any]:
-    if no_prefect:
-        ws = Workspace(cfg.workspace_root)
-        return stage_api.run(
-            get_stage(stage_name), cfg, ws, make_map(cfg.runner, stage_name), force
-        )
-    from flows import prefect_api
+) -> None:
+    """Run stages in order, printing what each did. Prefect starts once, at the first stage
+    that has work to do (an up-to-date stage needs no flow run)."""
+    ws = Workspace(cfg.workspace_root)
+    with ExitStack() as prefect_session:
+        api = None
+        for name in names:
+            stage = get_stage(name)
+            if no_prefect:
+                _print_result(stage_api.run(stage, cfg, ws, make_map(cfg.runner, name), force))
+                continue
+            current = None if force else stage_api.up_to_date(stage, cfg, ws)
+            if current is not None:
+                _print_result(stage_api.summary(current, built=False))
+                continue
+            if api is None:
+                from flows import prefect_api
 
-    with prefect_api(cfg.workspace_root) as api:
-        click.echo(f"Prefect API: {api}", err=True)
-        flow_module = importlib.import_module(f"flows.{stage_name}")
-        return flow_module.run(config_path, overrides, force)
+                api = prefect_session.enter_context(prefect_api(cfg.workspace_root))
+                click.echo(f"Prefect API: {api}", err=True)
+            flow_module = importlib.import_module(f"flows.{name}")
+            _print_result(flow_module.run(config_path, overrides, force))
 
 
 def _print_result(result: dict[str, Any]) -> None:
@@ -180,8 +190,7 @@ def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None
     """Run every stage that exists, end to end, and show what came out."""
     cfg = load_config(config_path, overrides)
     started = time.perf_counter()
-    for stage_name in STAGES:
-        _print_result(_run_stage(stage_name, cfg, config_path, list(overrides), False, no_prefect))
+    _run_stages(list(STAGES), cfg, config_path, list(overrides), False, no_prefect)
     ws = Workspace(cfg.workspace_root)
     click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Workspace: {ws.root}")
     for stage_name in STAGES:

@@ -14,6 +14,7 @@ damage, and the error (file and byte offset) is recorded in the manifest.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import signal
@@ -44,6 +45,10 @@ UPSTREAM: tuple[str, ...] = ()  # reads crawl generations and listed files, not 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
+
+# Every page trafilatura gives up on is kept in rejected/ with its reason; its own log lines
+# about them ("discarding data", "lxml parsing failed") would only repeat that, once per page.
+logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.-]+)""", re.I)
 _HTML_LANG = re.compile(r"^[a-zA-Z]{2,3}")
@@ -142,7 +147,11 @@ def plan_units(files: list[InputFile], chunk_bytes: int) -> list[Unit]:
 
 
 def unit_key(unit: Unit, cfg: ExtractConfig) -> str:
-    return short_digest(NAME, CODE_VERSION, cfg.digest(), asdict(unit))
+    """Digest of what a unit's part depends on: not where the file is opened from (`url`), so
+    a moved workspace keeps its cache."""
+    identity = {**asdict(unit.file), "start": unit.start, "end": unit.end}
+    identity.pop("url")
+    return short_digest(NAME, CODE_VERSION, cfg.digest(), identity)
 
 
 # ----- the work: one unit -> one part -----

@@ -28,6 +28,10 @@ MANIFEST = "_manifest.json"
 CURRENT = "CURRENT"
 LOCK = "LOCK"
 
+# Locks this process holds, by workspace root, with their nesting depth: the lock is re-entrant
+# within a process (a parent flow holds it while its subflows run), whatever Workspace object.
+_held: dict[str, int] = {}
+
 
 class WorkspaceLocked(RuntimeError):
     """Another process is writing to this workspace."""
@@ -46,7 +50,6 @@ class Workspace:
     def __init__(self, root: str):
         self.storage = Storage(root)
         self.root = root
-        self._lock_depth = 0
 
     def __reduce__(self) -> tuple[object, ...]:
         return (Workspace, (self.root,))
@@ -154,20 +157,17 @@ class Workspace:
     @contextmanager
     def lock(self, purpose: str) -> Iterator[None]:
         """Hold the workspace's writer lock; re-entrant within one process."""
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
-        self._acquire(purpose)
-        self._lock_depth = 1
+        key = self.storage.url(LOCK)
+        if key not in _held:
+            self._acquire(purpose)
+        _held[key] = _held.get(key, 0) + 1
         try:
             yield
         finally:
-            self._lock_depth = 0
-            self.storage.remove(LOCK)
+            _held[key] -= 1
+            if not _held[key]:
+                del _held[key]
+                self.storage.remove(LOCK)
 
     def lock_holder(self) -> dict | None:
         if not self.storage.exists(LOCK):

@@ -64,3 +64,23 @@ def test_cli_runs_the_flow_on_a_running_server(prefect_server, tmp_path):
     assert "built version" in first.stdout
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def test_process_pool_tasks_run_in_the_main_thread(prefect_server):
+    """The per-page time limit (SIGALRM) needs it; with threads it would silently not apply."""
+    from prefect import flow, task
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    probe = task(_in_main_thread)
+
+    @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
+    def probe_flow() -> bool:
+        return probe.submit().result()
+
+    assert probe_flow() is True

@@ -54,3 +54,9 @@ def test_a_lock_held_on_another_host_is_never_taken_over(tmp_path):
     )
     with pytest.raises(WorkspaceLocked, match="run dedup"), Workspace(str(tmp_path)).lock("x"):
         pass
+
+
+def test_lock_is_reentrant_across_workspace_objects_of_one_root(tmp_path):
+    with Workspace(str(tmp_path)).lock("crawl-and-train"), Workspace(str(tmp_path)).lock("extract"):
+        assert (tmp_path / "LOCK").exists()
+    assert not (tmp_path / "LOCK").exists()
