@@ -147,7 +147,7 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
         return
     table = Table(title=f"workspace {ws.root}")
     for column in ("stage", "state", "version", "documents", "dropped", "input errors"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     colors = {"up to date": "green", "stale": "yellow", "missing": "red"}
     for s in statuses:
         table.add_row(
@@ -155,11 +155,13 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
             f"[{colors[s.state]}]{s.state}[/]",
             s.version or "-",
             "-" if s.docs_out is None else str(s.docs_out),
-            ", ".join(f"{r} {n}" for r, n in s.dropped.items()) or "-",
+            str(sum(s.dropped.values())) if s.dropped else "-",
             str(s.errors),
         )
     out.print(table)
     for s in statuses:
+        if s.dropped:
+            click.echo(f"{s.stage} dropped: " + ", ".join(f"{r} {n}" for r, n in s.dropped.items()))
         for reason in s.reasons if s.state == "stale" else []:
             click.echo(f"{s.stage} is stale: {reason}")
     holder = ws.lock_holder()
