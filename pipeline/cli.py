@@ -197,7 +197,7 @@ def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None
     click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Workspace: {ws.root}")
     for stage_name in STAGES:
         version = ws.current_version(stage_name)
-        click.echo(f"  {stage_name}: {ws.storage.url(ws.dataset_dir(stage_name, version))}")
+        click.echo(f"  {stage_name}: {ws.storage.url(ws.stage_dir(stage_name, version))}")
     click.echo(f"See `textmill status -c {config_path}`.")
 
 

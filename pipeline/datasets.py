@@ -80,7 +80,7 @@ class VersionBuilder:
         self.ws = ws
         self.stage = stage
         self.version = version
-        self.dir = ws.dataset_dir(stage, version)
+        self.dir = ws.stage_dir(stage, version)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (VersionBuilder, (self.ws, self.stage, self.version))
@@ -97,7 +97,7 @@ class VersionBuilder:
             versions += [v for v in self.ws.versions(self.stage) if v != self.version]
         found: dict[str, PartResult] = {}
         for version in versions:
-            folder = self.ws.dataset_dir(self.stage, version)
+            folder = self.ws.stage_dir(self.stage, version)
             for name in storage.listdir(folder):
                 key = name.removeprefix("part-").removesuffix(".json")
                 if not name.endswith(".json") or key not in keys or key in found:
@@ -185,13 +185,13 @@ class Dataset:
     """A committed version of a stage's output."""
 
     def __init__(self, ws: Workspace, stage: str, version: str):
-        path = f"{ws.dataset_dir(stage, version)}/{MANIFEST}"
+        path = f"{ws.stage_dir(stage, version)}/{MANIFEST}"
         if not ws.storage.exists(path):
             raise DatasetError(f"{stage} version {version} has no manifest (not committed)")
         self.ws = ws
         self.stage = stage
         self.version = version
-        self.dir = ws.dataset_dir(stage, version)
+        self.dir = ws.stage_dir(stage, version)
         self.manifest = Manifest.model_validate(ws.storage.read_json(path))
 
     @classmethod

@@ -3,6 +3,7 @@
     <root>/crawl/<source>/<generation>/*.warc.gz   + _manifest.json when that crawl run ended
     <root>/datasets/<stage>/<version>/part-*.parquet, rejected/, _manifest.json (written last)
     <root>/datasets/<stage>/CURRENT                names the current version
+    <root>/tokenizer/<version>/, <root>/shards/<version>/   versioned the same way, with CURRENT
     <root>/LOCK                                    who is writing now
 
 One workspace has one writer at a time: the lock says who holds it.
@@ -27,6 +28,8 @@ from pipeline.storage import TMP_MARK, Storage, sha256_file
 MANIFEST = "_manifest.json"
 CURRENT = "CURRENT"
 LOCK = "LOCK"
+# Stages whose outputs are not document datasets live at the top of the workspace.
+TOP_LEVEL_STAGES = ("tokenizer", "shards")
 
 # Locks this process holds, by workspace root, with their nesting depth: the lock is re-entrant
 # within a process (a parent flow holds it while its subflows run), whatever Workspace object.
@@ -54,50 +57,53 @@ class Workspace:
     def __reduce__(self) -> tuple[object, ...]:
         return (Workspace, (self.root,))
 
-    # ----- datasets: versions and the CURRENT pointer -----
+    # ----- stage outputs: versions and the CURRENT pointer -----
 
-    def dataset_dir(self, stage: str, version: str | None = None) -> str:
-        return f"datasets/{stage}/{version}" if version else f"datasets/{stage}"
+    def stage_dir(self, stage: str, version: str | None = None) -> str:
+        base = stage if stage in TOP_LEVEL_STAGES else f"datasets/{stage}"
+        return f"{base}/{version}" if version else base
 
     def current_version(self, stage: str) -> str | None:
-        pointer = f"{self.dataset_dir(stage)}/{CURRENT}"
+        pointer = f"{self.stage_dir(stage)}/{CURRENT}"
         if not self.storage.exists(pointer):
             return None
         return self.storage.read_text(pointer).strip() or None
 
     def set_current(self, stage: str, version: str) -> None:
         crash_point("current.write")
-        self.storage.write_text(f"{self.dataset_dir(stage)}/{CURRENT}", version + "\n")
+        self.storage.write_text(f"{self.stage_dir(stage)}/{CURRENT}", version + "\n")
 
     def is_committed(self, stage: str, version: str) -> bool:
-        return self.storage.exists(f"{self.dataset_dir(stage, version)}/{MANIFEST}")
+        return self.storage.exists(f"{self.stage_dir(stage, version)}/{MANIFEST}")
 
     def versions(self, stage: str) -> list[str]:
         """Every version folder of a stage, committed or not."""
         return [
             name
-            for name in self.storage.listdir(self.dataset_dir(stage))
-            if TMP_MARK not in name and self.storage.isdir(self.dataset_dir(stage, name))
+            for name in self.storage.listdir(self.stage_dir(stage))
+            if TMP_MARK not in name and self.storage.isdir(self.stage_dir(stage, name))
         ]
 
     def committed_versions(self, stage: str) -> list[str]:
         """Committed versions, oldest first (by commit time in their manifests)."""
         found = []
         for version in self.versions(stage):
-            path = f"{self.dataset_dir(stage, version)}/{MANIFEST}"
+            path = f"{self.stage_dir(stage, version)}/{MANIFEST}"
             if self.storage.exists(path):
                 found.append((self.storage.read_json(path).get("created_at", ""), version))
         return [version for _, version in sorted(found)]
 
     def stages_on_disk(self) -> list[str]:
-        return [s for s in self.storage.listdir("datasets") if self.storage.isdir(f"datasets/{s}")]
+        datasets = self.storage.listdir("datasets")
+        stages = [s for s in datasets if self.storage.isdir(f"datasets/{s}")]
+        return stages + [s for s in TOP_LEVEL_STAGES if self.storage.isdir(s)]
 
     def remove_uncommitted(self, stage: str, keep: str | None = None) -> list[str]:
         """Delete version folders a killed run left without a manifest (except `keep`)."""
         removed = []
         for version in self.versions(stage):
             if version != keep and not self.is_committed(stage, version):
-                self.storage.remove(self.dataset_dir(stage, version), recursive=True)
+                self.storage.remove(self.stage_dir(stage, version), recursive=True)
                 removed.append(version)
         return removed
 
@@ -113,7 +119,7 @@ class Workspace:
                 kept = set(committed[-keep:]) | {current}
                 gone = [v for v in committed if v not in kept]
                 for version in gone:
-                    self.storage.remove(self.dataset_dir(stage, version), recursive=True)
+                    self.storage.remove(self.stage_dir(stage, version), recursive=True)
                 gone += self.remove_uncommitted(stage)
                 if gone:
                     removed[stage] = gone
