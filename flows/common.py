@@ -50,20 +50,24 @@ def start_workers(runner: RunnerConfig, module: str) -> float:
 
 
 def run_map_stage(
-    map_stage: MapStage, unit_task: Task, cfg: RunConfig, ws: Workspace, force: bool
+    map_stage: MapStage, unit_task: Task | None, cfg: RunConfig, ws: Workspace, force: bool
 ) -> dict[str, Any]:
-    """Plan, map the unit task over what is left to do, commit; all under the workspace lock."""
+    """Plan, map the unit task over what is left to do, reduce and commit; all under the
+    workspace lock. The reduce step runs in the flow's own process."""
     with ws.lock(f"{map_stage.name} flow"):
         build = stage.begin(map_stage, cfg, ws, force)
         if build.up_to_date:
             return stage.build_summary(build, Dataset(ws, map_stage.name, build.version).manifest)
-        workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
-        futures = unit_task.map(
-            [unit for unit, _ in build.todo],
-            [key for _, key in build.todo],
-            unmapped(build.config),
-            unmapped(build.builder),
-        )
-        manifest = stage.finish(build, [f.result() for f in futures])
+        workers_start_s, results = 0.0, []
+        if build.todo and unit_task is not None:
+            workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
+            futures = unit_task.map(
+                [unit for unit, _ in build.todo],
+                [key for _, key in build.todo],
+                unmapped(build.config),
+                unmapped(build.builder),
+            )
+            results = [future.result() for future in futures]
+        manifest = stage.finish(build, results)
         result = stage.build_summary(build, manifest)
         return {**result, "workers_start_s": round(workers_start_s, 3)}

@@ -19,7 +19,7 @@ from pipeline import stage as stage_api
 from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.datasets import DatasetError
 from pipeline.runner import make_map
-from pipeline.stages import STAGES, get_stage, stage_status
+from pipeline.stages import STAGES, all_statuses, get_stage
 from pipeline.workspace import Workspace, WorkspaceLocked
 
 out = Console()
@@ -107,7 +107,7 @@ def _run_stages(
                 continue
             current = None if force else stage_api.up_to_date(stage, cfg, ws)
             if current is not None:
-                _print_result(stage_api.summary(current, built=False))
+                _print_result(stage_api.summary(stage, current, built=False))
                 continue
             if api is None:
                 from flows import prefect_api
@@ -120,8 +120,12 @@ def _run_stages(
 
 def _print_result(result: dict[str, Any]) -> None:
     name, version = result["stage"], result["version"]
+    what = result["headline"] or f"{result['docs_out']} documents"
     if not result["built"]:
-        click.echo(f"{name}: up to date (version {version}, {result['docs_out']} documents)")
+        click.echo(f"{name}: up to date (version {version}: {what})")
+        return
+    if result["headline"]:
+        click.echo(f"{name}: built version {version} in {result['wall_s']:.1f} s: {what}")
         return
     dropped = ", ".join(f"{r} {n}" for r, n in result["dropped"].items()) or "none"
     click.echo(
@@ -141,12 +145,12 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Each stage: up to date, stale (and why) or missing, with its counts."""
     cfg = load_config(config_path, overrides)
     ws = Workspace(cfg.workspace_root)
-    statuses = [stage_status(s, cfg, ws) for s in STAGES.values()]
+    statuses = all_statuses(cfg, ws)
     if as_json:
         out.print_json(json.dumps([s.as_dict() for s in statuses]))
         return
     table = Table(title=f"workspace {ws.root}")
-    for column in ("stage", "state", "version", "documents", "dropped", "input errors"):
+    for column in ("stage", "state", "version", "docs", "dropped", "errors"):
         table.add_column(column, no_wrap=True)
     colors = {"up to date": "green", "stale": "yellow", "missing": "red"}
     for s in statuses:
@@ -154,12 +158,14 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
             s.stage,
             f"[{colors[s.state]}]{s.state}[/]",
             s.version or "-",
-            "-" if s.docs_out is None else str(s.docs_out),
+            "-" if s.docs_out is None or s.headline else str(s.docs_out),
             str(sum(s.dropped.values())) if s.dropped else "-",
             str(s.errors),
         )
     out.print(table)
     for s in statuses:
+        if s.headline:
+            click.echo(f"{s.stage}: {s.headline}")
         if s.dropped:
             click.echo(f"{s.stage} dropped: " + ", ".join(f"{r} {n}" for r, n in s.dropped.items()))
         for reason in s.reasons if s.state == "stale" else []:

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SourceKind = Literal["web", "article", "book"]
 
@@ -58,6 +65,48 @@ class ExtractConfig(Section):
     generation_window: int | None = Field(default=None, ge=1)  # newest N generations; None = all
 
 
+class TokenizerConfig(Section):
+    """The tokenizer stage: byte-level BPE (HF tokenizers) trained on the train split only."""
+
+    dataset: str = "extract"  # the document stage it reads (the curated one once it exists)
+    vocab_size: int = Field(default=8192, ge=1)
+    special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|padding|>"])
+    min_frequency: int = Field(default=2, ge=1)  # merges seen fewer times are not learned
+    val_fraction: float = Field(default=0.05, ge=0, lt=1)  # documents held out, by id hash
+    max_train_chars: int | None = Field(default=None, ge=1)  # cap for very large corpora
+
+    @model_validator(mode="after")
+    def _room_for_special_tokens(self) -> TokenizerConfig:
+        if len(self.special_tokens) < 2:
+            raise ValueError("special_tokens needs at least end-of-text and padding, in that order")
+        needed = 256 + len(self.special_tokens)
+        if self.vocab_size < needed:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} is too small: byte-level BPE needs the 256 byte "
+                f"symbols plus {len(self.special_tokens)} special tokens ({needed})"
+            )
+        return self
+
+
+class ShardsConfig(Section):
+    """The shards stage: documents encoded into Parquet token streams per split."""
+
+    row_tokens: int = Field(default=2048, ge=16)  # tokens per Parquet row (the stream is joined)
+    shard_mb: float = Field(default=64.0, gt=0)  # target size of one shard file (token bytes)
+    seed: int = 0  # document shuffle
+    source_weights: dict[str, float] = Field(default_factory=dict)  # source name or kind -> x
+    domain_token_cap: int | None = Field(default=None, ge=1)  # most train tokens per hostname
+    eval_sets: dict[str, str] = Field(default_factory=dict)  # name -> text file, own shards
+
+    @field_validator("source_weights")
+    @classmethod
+    def _weights_not_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, weight in weights.items() if weight < 0]
+        if bad:
+            raise ValueError(f"weights must be >= 0: {', '.join(bad)}")
+        return weights
+
+
 class RunnerConfig(Section):
     """How stages are executed; never part of a stage version (it does not change outputs)."""
 
@@ -72,6 +121,8 @@ class RunConfig(Section):
     workspace: str
     sources: list[SourceConfig] = Field(default_factory=list)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     # Directory the config file lives in; relative paths in the config are relative to it.
     base_dir: str = Field(default=".", exclude=True)

@@ -53,6 +53,7 @@ class PartResult(BaseModel):
     errors: list[dict[str, Any]] = Field(default_factory=list)  # input problems, with where
     seconds: float = 0.0
     unit: dict[str, Any] = Field(default_factory=dict)  # which input this part came from
+    extra_files: list[str] = Field(default_factory=list)  # more files of this part, if any
 
 
 class Manifest(BaseModel):
@@ -71,6 +72,8 @@ class Manifest(BaseModel):
     counts: dict[str, int]
     errors: list[dict[str, Any]]
     timings: dict[str, float]
+    files: list[dict[str, Any]] = Field(default_factory=list)  # stage outputs beside the parts
+    stats: dict[str, Any] = Field(default_factory=dict)  # stage-specific figures
 
 
 class VersionBuilder:
@@ -110,9 +113,14 @@ class VersionBuilder:
 
     def _link_part(self, folder: str, part: PartResult) -> None:
         storage = self.ws.storage
-        for rel in (part.file, part.rejected_file):
+        for rel in (part.file, part.rejected_file, *part.extra_files):
             storage.copy(f"{folder}/{rel}", f"{self.dir}/{rel}")
         storage.write_json(self.part_marker(part.key), part.model_dump(mode="json"))
+
+    def write_file(self, rel: str, data: bytes) -> dict[str, Any]:
+        """Write one output file of the version (atomically); its manifest entry."""
+        self.ws.storage.write_bytes(f"{self.dir}/{rel}", data)
+        return {"file": rel, "bytes": len(data), "sha256": sha256_bytes(data)}
 
     def write_part(self, key: str, docs: pa.Table, rejected: pa.Table, **stats: Any) -> PartResult:
         """Write one unit's output: documents, rejected documents, then the 'done' marker."""
@@ -143,6 +151,8 @@ class VersionBuilder:
         inputs: Any,
         parts: list[PartResult],
         seconds: float,
+        files: list[dict[str, Any]] | None = None,
+        stats: dict[str, Any] | None = None,
     ) -> Manifest:
         """Write the manifest (the commit point), move CURRENT, drop dead builds."""
         for leftover in self.ws.storage.glob(f"{self.dir}/**/*{TMP_MARK}*"):
@@ -172,6 +182,8 @@ class VersionBuilder:
                 "wall_s": round(seconds, 3),
                 "unit_s": round(sum(p.seconds for p in parts), 3),
             },
+            files=files or [],
+            stats=stats or {},
         )
         self.ws.storage.write_json(
             f"{self.dir}/{MANIFEST}", manifest.model_dump(mode="json"), crash_name="manifest.write"

@@ -1,10 +1,11 @@
-"""The stage contract, shared by every map stage: plan -> map units -> commit.
+"""The stage contract, shared by every stage: plan -> map units -> reduce -> commit.
 
 A stage's output version is a digest of (stage, code version, config section, inputs). If that
 version is committed, there is nothing to do; otherwise it is built in its own folder beside the
 old ones, unit by unit (each unit's part reused if any earlier build already made it), and
 `CURRENT` moves only after the manifest is written. The Prefect flows and the plain runner both
-call `begin`, map `process` over `build.todo`, then call `finish`.
+call `begin`, map `process` over `build.todo`, then call `finish`, which runs the stage's
+`reduce` step (if any: work over all parts at once, such as training a tokenizer) and commits.
 """
 
 from __future__ import annotations
@@ -18,19 +19,27 @@ from pipeline.config import RunConfig, Section
 from pipeline.datasets import Dataset, Manifest, PartResult, VersionBuilder, version_key
 from pipeline.workspace import Workspace
 
+Reduce = Callable[["Build", list[PartResult]], tuple[list[dict[str, Any]], dict[str, Any]]]
+
 
 @dataclass(frozen=True)
 class MapStage:
-    """A stage that maps a function over work units, one part per unit."""
+    """A stage that maps a function over work units, one part per unit, then optionally reduces
+    all parts into more output files (returning their manifest entries and figures)."""
 
     name: str
     code_version: str
+    upstream: Callable[[RunConfig], tuple[str, ...]]  # stages whose outputs it reads
     section: Callable[[RunConfig], Section]  # the stage's config section
     list_inputs: Callable[[RunConfig, Workspace], Any]  # cheap: decides the version
     describe_inputs: Callable[[Any], Any]  # JSON-able form of the inputs, for version + manifest
-    plan_units: Callable[[RunConfig, Any], list[Any]]  # may read inputs: only when building
-    unit_key: Callable[[Any, Section], str]
-    process: Callable[[Any, str, Section, VersionBuilder], PartResult]
+    # Map: units planned from the inputs (only when building), each processed into one part.
+    plan_units: Callable[[RunConfig, Any], list[Any]] = lambda cfg, inputs: []
+    unit_key: Callable[[Any, Section], str] | None = None
+    process: Callable[[Any, str, Section, VersionBuilder], PartResult] | None = None
+    reduce: Reduce | None = None
+    # One line on what a version holds, for stages whose output is not documents.
+    headline: Callable[[Manifest], str] | None = None
 
 
 @dataclass
@@ -43,6 +52,8 @@ class Build:
     config: Section
     inputs: Any
     builder: VersionBuilder
+    run_config: RunConfig
+    raw_inputs: Any = None  # what list_inputs returned, for the reduce step
     up_to_date: bool = False
     todo: list[tuple[Any, str]] = field(default_factory=list)  # (unit, part key) to process
     keys: list[str] = field(default_factory=list)  # every part key, in plan order
@@ -73,10 +84,12 @@ def begin(stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False) -
             section,
             inputs,
             VersionBuilder(ws, stage.name, existing),
+            cfg,
             up_to_date=True,
         )
     version = _fresh_folder(ws, stage.name, key) if force else key
-    build = Build(stage, version, key, section, inputs, VersionBuilder(ws, stage.name, version))
+    builder = VersionBuilder(ws, stage.name, version)
+    build = Build(stage, version, key, section, inputs, builder, cfg, raw_inputs)
     units = stage.plan_units(cfg, raw_inputs)
     keyed = [(unit, stage.unit_key(unit, section)) for unit in units]
     build.keys = [k for _, k in keyed]
@@ -91,18 +104,23 @@ def finish(build: Build, results: list[PartResult]) -> Manifest:
     missing = [k for k in build.keys if k not in parts]
     if missing:
         raise RuntimeError(f"{build.stage.name}: {len(missing)} work units did not finish")
+    ordered = [parts[k] for k in build.keys]
+    files, stats = build.stage.reduce(build, ordered) if build.stage.reduce else ([], {})
     return build.builder.commit(
         key=build.key,
         code_version=build.stage.code_version,
         config=build.config.model_dump(mode="json"),
         config_digest=build.config.digest(),
         inputs=build.inputs,
-        parts=[parts[k] for k in build.keys],
+        parts=ordered,
         seconds=time.perf_counter() - build.started,
+        files=files,
+        stats=stats,
     )
 
 
 def summary(
+    stage: MapStage,
     manifest: Manifest,
     built: bool,
     units_run: int = 0,
@@ -120,11 +138,12 @@ def summary(
         "dropped": manifest.dropped,
         "errors": len(manifest.errors),
         "wall_s": manifest.timings.get("wall_s"),
+        "headline": stage.headline(manifest) if stage.headline else None,
     }
 
 
 def build_summary(build: Build, manifest: Manifest) -> dict[str, Any]:
-    return summary(manifest, not build.up_to_date, len(build.todo), len(build.done))
+    return summary(build.stage, manifest, not build.up_to_date, len(build.todo), len(build.done))
 
 
 def up_to_date(stage: MapStage, cfg: RunConfig, ws: Workspace) -> Manifest | None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import extract
+from pipeline import extract, shards, tokenizer
 from pipeline.config import RunConfig
-from pipeline.datasets import Dataset
+from pipeline.datasets import Dataset, DatasetError
 from pipeline.stage import MapStage, target_key
 from pipeline.workspace import Workspace
 
 EXTRACT = MapStage(
     name=extract.NAME,
     code_version=extract.CODE_VERSION,
+    upstream=lambda cfg: (),  # crawl generations and listed WARC files
     section=lambda cfg: cfg.extract,
     list_inputs=extract.list_inputs,
     describe_inputs=extract.version_inputs,
@@ -22,7 +23,32 @@ EXTRACT = MapStage(
     process=extract.process_unit,
 )
 
-STAGES: dict[str, MapStage] = {stage.name: stage for stage in (EXTRACT,)}
+TOKENIZER = MapStage(
+    name=tokenizer.NAME,
+    code_version=tokenizer.CODE_VERSION,
+    upstream=lambda cfg: (cfg.tokenizer.dataset,),
+    section=lambda cfg: cfg.tokenizer,
+    list_inputs=tokenizer.list_inputs,
+    describe_inputs=lambda inputs: inputs,
+    reduce=tokenizer.train,
+    headline=tokenizer.headline,
+)
+
+SHARDS = MapStage(
+    name=shards.NAME,
+    code_version=shards.CODE_VERSION,
+    upstream=lambda cfg: (cfg.tokenizer.dataset, tokenizer.NAME),
+    section=lambda cfg: cfg.shards,
+    list_inputs=shards.list_inputs,
+    describe_inputs=shards.describe_inputs,
+    plan_units=shards.plan_units,
+    unit_key=shards.unit_key,
+    process=shards.encode_part,
+    reduce=shards.write_shards,
+    headline=shards.headline,
+)
+
+STAGES: dict[str, MapStage] = {stage.name: stage for stage in (EXTRACT, TOKENIZER, SHARDS)}
 
 
 def get_stage(name: str) -> MapStage:
@@ -40,15 +66,21 @@ class StageStatus:
     docs_out: int | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     errors: int = 0
+    headline: str | None = None  # what the version holds, for stages whose output is not documents
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
-def stage_status(stage: MapStage, cfg: RunConfig, ws: Workspace) -> StageStatus:
+def stage_status(
+    stage: MapStage, cfg: RunConfig, ws: Workspace, upstream: dict[str, StageStatus] | None = None
+) -> StageStatus:
+    """`upstream`: the statuses of earlier stages; a stage is stale when one it reads is."""
     current = ws.current_version(stage.name)
     if current is None or not ws.is_committed(stage.name, current):
-        return StageStatus(stage.name, "missing", reasons=["never built"])
+        needs = [name for name in stage.upstream(cfg) if ws.current_version(name) is None]
+        reason = f"needs {', '.join(needs)} first" if needs else "never built"
+        return StageStatus(stage.name, "missing", reasons=[reason])
     manifest = Dataset(ws, stage.name, current).manifest
     status = StageStatus(
         stage.name,
@@ -57,12 +89,30 @@ def stage_status(stage: MapStage, cfg: RunConfig, ws: Workspace) -> StageStatus:
         docs_out=manifest.docs_out,
         dropped=manifest.dropped,
         errors=len(manifest.errors),
+        headline=stage.headline(manifest) if stage.headline else None,
     )
-    key, inputs = target_key(stage, cfg, ws)
-    if key != manifest.key:
-        status.state = "stale"
-        status.reasons = _why_stale(stage, cfg, manifest, inputs)
+    behind = [
+        f"upstream {name} is {upstream[name].state}"
+        for name in stage.upstream(cfg)
+        if upstream and name in upstream and upstream[name].state != "up to date"
+    ]
+    try:
+        key, inputs = target_key(stage, cfg, ws)
+    except DatasetError as exc:
+        key, inputs, behind = None, None, [*behind, str(exc)]
+    if key is not None and key != manifest.key:
+        behind += _why_stale(stage, cfg, manifest, inputs)
+    if behind:
+        status.state, status.reasons = "stale", behind
     return status
+
+
+def all_statuses(cfg: RunConfig, ws: Workspace) -> list[StageStatus]:
+    """Every stage in pipeline order, each judged with its upstream stages' states."""
+    statuses: dict[str, StageStatus] = {}
+    for stage in STAGES.values():
+        statuses[stage.name] = stage_status(stage, cfg, ws, statuses)
+    return list(statuses.values())
 
 
 def _why_stale(stage: MapStage, cfg: RunConfig, manifest: Any, inputs: Any) -> list[str]:

@@ -84,3 +84,19 @@ def test_process_pool_tasks_run_in_the_main_thread(prefect_server):
         return probe.submit().result()
 
     assert probe_flow() is True
+
+
+def test_tokenizer_and_shards_flows(prefect_server, tmp_path):
+    import flows.extract
+    import flows.shards
+    import flows.tokenizer
+
+    config = str(write_config(tmp_path, _inputs(tmp_path / "in")))
+    overrides = ["tokenizer.vocab_size=300", "runner.task_runner=processes", "runner.workers=2"]
+    flows.extract.run(config, overrides)
+    trained = flows.tokenizer.run(config, overrides)
+    assert trained["built"] and trained["headline"].startswith("vocabulary 300")
+    sharded = flows.shards.run(config, overrides)
+    assert sharded["built"] and sharded["units_run"] == 3
+    manifest = Dataset.current(Workspace(str(tmp_path / "workspace")), "shards").manifest
+    assert sum(s["docs"] for s in manifest.stats["splits"].values()) == 12
