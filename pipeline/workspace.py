@@ -11,14 +11,17 @@ One workspace has one writer at a time: the lock says who holds it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 
@@ -31,9 +34,9 @@ LOCK = "LOCK"
 # Stages whose outputs are not document datasets live at the top of the workspace.
 TOP_LEVEL_STAGES = ("tokenizer", "shards")
 
-# Locks this process holds, by workspace root, with their nesting depth: the lock is re-entrant
-# within a process (a parent flow holds it while its subflows run), whatever Workspace object.
-_held: dict[str, int] = {}
+# Locks this process holds, by lock URL: [nesting depth, flock fd, token]. The lock is
+# re-entrant within a process (a parent flow holds it while its subflows run).
+_held: dict[str, list[Any]] = {}
 
 
 class WorkspaceLocked(RuntimeError):
@@ -162,62 +165,94 @@ class Workspace:
 
     @contextmanager
     def lock(self, purpose: str) -> Iterator[None]:
-        """Hold the workspace's writer lock; re-entrant within one process."""
+        """Hold the workspace's writer lock; re-entrant within one process.
+
+        On a local disk it is an flock on <root>/LOCK: the kernel drops it when its process
+        dies, so a killed run never leaves a stale lock. On other filesystems it is advisory:
+        a LOCK file with a token, taken over when its process (on this host) is gone."""
         key = self.storage.url(LOCK)
         if key not in _held:
-            self._acquire(purpose)
-        _held[key] = _held.get(key, 0) + 1
+            _held[key] = [0, *self._acquire(purpose)]
+        _held[key][0] += 1
         try:
             yield
         finally:
-            _held[key] -= 1
-            if not _held[key]:
-                del _held[key]
-                self.storage.remove(LOCK)
+            _held[key][0] -= 1
+            if not _held[key][0]:
+                _, fd, token = _held.pop(key)
+                self._release(fd, token)
 
-    def lock_holder(self) -> dict | None:
+    def lock_holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now ({} when that cannot be read), or None when nobody does."""
         if not self.storage.exists(LOCK):
             return None
+        if self.storage.is_local:
+            fd = os.open(self.storage.path(LOCK), os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return None  # nobody holds it
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
         try:
-            return self.storage.read_json(LOCK)
+            holder = self.storage.read_json(LOCK)
         except (json.JSONDecodeError, FileNotFoundError):
             return {}
+        if not self.storage.is_local and _is_stale(holder):
+            return None
+        return holder
 
-    def _acquire(self, purpose: str) -> None:
+    def _acquire(self, purpose: str) -> tuple[int | None, str]:
         me = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "purpose": purpose,
             "command": " ".join(sys.argv),
             "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "token": uuid.uuid4().hex,
         }
-        holder = self.lock_holder()
-        if holder is not None and not _is_stale(holder):
-            raise WorkspaceLocked(
-                f"workspace {self.root} is locked by {holder.get('purpose', '?')} "
-                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-                f"since {holder.get('since', '?')}): wait for it to finish, or delete "
-                f"{self.storage.url(LOCK)} if that process is gone"
-            )
-        if holder is not None:
-            self.storage.remove(LOCK)  # its process died without releasing it
         self.storage.makedirs("")
         if self.storage.is_local:
-            try:  # O_EXCL: of two processes racing here, exactly one wins
-                fd = os.open(self.storage.path(LOCK), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                raise WorkspaceLocked(
-                    f"workspace {self.root} was locked by another process just now"
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-        else:
-            self.storage.write_json(LOCK, me)
+            fd = os.open(self.storage.path(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise WorkspaceLocked(self._locked_message(self.lock_holder() or {})) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+            return fd, me["token"]
+        holder = self.lock_holder()
+        if holder is not None:
+            raise WorkspaceLocked(
+                self._locked_message(holder) + f" (or delete {self.storage.url(LOCK)} if that "
+                "process is gone)"
+            )
+        self.storage.write_json(LOCK, me)
+        return None, me["token"]
+
+    def _release(self, fd: int | None, token: str) -> None:
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            return
+        holder = self.lock_holder()
+        if holder and holder.get("token") == token:  # never remove another process's lock
+            self.storage.remove(LOCK)
+
+    def _locked_message(self, holder: dict[str, Any]) -> str:
+        return (
+            f"workspace {self.root} is locked by {holder.get('purpose', '?')} "
+            f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"since {holder.get('since', '?')}): wait for it to finish"
+        )
 
 
-def _is_stale(holder: dict) -> bool:
-    """A lock is stale when its process, on this host, no longer exists (or it is unreadable:
-    its writer died between creating and filling it)."""
+def _is_stale(holder: dict[str, Any]) -> bool:
+    """An advisory lock is stale when its process, on this host, no longer exists (or it is
+    unreadable: its writer died between creating and filling it)."""
     if not holder:
         return True
     if holder.get("host") != socket.gethostname():

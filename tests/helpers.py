@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -61,3 +65,25 @@ def write_config(folder: Path, warc_globs: list[str], **sections: dict) -> Path:
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@contextmanager
+def lock_held_elsewhere(root: Path, purpose: str) -> Iterator[subprocess.Popen]:
+    """Another process holding the workspace lock, until the block ends (it is then killed)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pipeline.workspace import Workspace\n"
+            f"with Workspace({str(root)!r}).lock({purpose!r}):\n"
+            "    print('locked', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.workspace import Workspace
-from tests.helpers import article, write_config, write_warc
+from tests.helpers import article, lock_held_elsewhere, write_config, write_warc
 
 
 def _setup(tmp_path):
@@ -59,12 +59,8 @@ def test_missing_input_files_are_a_clear_error(tmp_path):
 
 def test_run_while_locked_says_who_holds_the_lock(tmp_path):
     config = _setup(tmp_path)
-    ws = Workspace(str(tmp_path / "workspace"))
-    ws.storage.makedirs("")
-    (tmp_path / "workspace" / "LOCK").write_text(
-        json.dumps({"pid": 1, "host": "scheduler-host", "purpose": "crawl-and-train flow"})
-    )
-    result = _cli("run", "extract", "-c", config, "--no-prefect")
+    with lock_held_elsewhere(tmp_path / "workspace", "crawl-and-train flow"):
+        result = _cli("run", "extract", "-c", config, "--no-prefect")
     assert result.exit_code == 1 and "locked by crawl-and-train flow" in result.stderr
 
 
