@@ -13,6 +13,7 @@ damage, and the error (file and byte offset) is recorded in the manifest.
 
 from __future__ import annotations
 
+import codecs
 import glob
 import logging
 import os
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,8 +41,8 @@ from pipeline.warc import WarcReadError, is_truncated, iter_records, open_binary
 from pipeline.workspace import Workspace
 
 NAME = "extract"
-CODE_VERSION = "1"
-UPSTREAM: tuple[str, ...] = ()  # reads crawl generations and listed files, not datasets
+# What the output depends on besides the config: this module, and the libraries that parse.
+CODE_VERSION = f"2+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}
@@ -51,11 +53,11 @@ WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
 logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_:.-]+)""", re.I)
-_HTML_LANG = re.compile(r"^[a-zA-Z]{2,3}")
+_LANGUAGE_TAG = re.compile(r"^([a-z]{2,3})(?:[-_]|$)", re.I)  # "en-GB" -> en; "English" -> none
 
 
-class PageTimeout(Exception):
-    pass
+class PageTimeout(BaseException):
+    """BaseException: trafilatura's fallbacks catch Exception and would swallow the timeout."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
                     f"(relative paths are read from {cfg.base_dir})"
                 )
             found += [(m, m, source.name, source.kind, None) for m in matches]
+    found = list(dict.fromkeys(found))  # overlapping globs must not read a file twice
     if not found:
         raise ConfigError(
             f"extract: no input files: no finished crawl generation under {ws.storage.url('crawl')}"
@@ -147,11 +150,13 @@ def plan_units(files: list[InputFile], chunk_bytes: int) -> list[Unit]:
 
 
 def unit_key(unit: Unit, cfg: ExtractConfig) -> str:
-    """Digest of what a unit's part depends on: not where the file is opened from (`url`), so
-    a moved workspace keeps its cache."""
+    """Digest of what a unit's part depends on: the file's content and how it is cited, the
+    byte range and the per-record settings; not where the file is opened from (`url`), nor
+    which generations are read (`generation_window`)."""
     identity = {**asdict(unit.file), "start": unit.start, "end": unit.end}
     identity.pop("url")
-    return short_digest(NAME, CODE_VERSION, cfg.digest(), identity)
+    settings = cfg.model_dump(exclude={"generation_window"})
+    return short_digest(NAME, CODE_VERSION, settings, identity)
 
 
 # ----- the work: one unit -> one part -----
@@ -169,7 +174,13 @@ def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) 
             for item in iter_records(fh, unit.start, unit.end, problems):
                 crash_point("extract.record")
                 counts[f"records_{item.record.rec_type}"] += 1
-                doc = record_to_document(item.record, item.offset, unit.file, cfg)
+                try:
+                    doc = record_to_document(item.record, item.offset, unit.file, cfg)
+                except Exception as exc:  # a malformed record is one rejection, not a failed unit
+                    problems.append(
+                        {"offset": item.offset, "error": f"{type(exc).__name__}: {exc}"}
+                    )
+                    continue
                 if doc is None:
                     continue
                 (rejected if "reason" in doc else docs).append(doc)
@@ -205,9 +216,11 @@ def record_to_document(
         return None
     headers = record.rec_headers
     url = _target_uri(headers.get_header("WARC-Target-URI"))
-    record_id = headers.get_header("WARC-Record-ID")
+    # warcio invents a random record id for ARC records: only a WARC's own id is provenance
+    is_arc = file.path.endswith((".arc", ".arc.gz"))
+    record_id = None if is_arc else headers.get_header("WARC-Record-ID")
     doc: dict[str, Any] = {
-        "id": short_digest(record_id or f"{file.sha256}:{offset}"),
+        "id": short_digest(f"{file.sha256}:{offset}"),  # the same bytes give the same id
         "text": "",
         "source": file.source,
         "source_kind": file.kind,
@@ -217,7 +230,7 @@ def record_to_document(
         "warc_offset": offset,
         "warc_record_id": record_id,
         "warc_date": headers.get_header("WARC-Date"),
-        "hostname": urlsplit(url).hostname if url else None,
+        "hostname": _hostname(url),
     }
     if rec_type == "revisit":
         return _reject(doc, "revisit", headers.get_header("WARC-Refers-To-Target-URI") or "")
@@ -252,7 +265,7 @@ def record_to_document(
     text, charset = decode_payload(payload, declared_charset, media_type in HTML_TYPES)
     doc["charset"] = charset
     if media_type in TEXT_TYPES:
-        doc["text"] = text.replace("\r\n", "\n").strip()
+        doc["text"] = text.replace("\r\n", "\n").replace("\r", "\n").strip()
         doc["language"] = _language(language_header)
     else:
         try:
@@ -301,26 +314,46 @@ def extract_html(html: str, url: str | None, cfg: ExtractConfig) -> dict[str, An
         "license": result.license,
         "language": _language(lang),
     }
-    if result.hostname:
-        fields["hostname"] = result.hostname
     return fields
 
 
 def decode_payload(payload: bytes, declared: str | None, is_html: bool) -> tuple[str, str]:
-    """Bytes to text: the declared charset when it decodes cleanly, then UTF-8, then the
-    page's own <meta charset>, then detection (charset_normalizer, as trafilatura does)."""
-    candidates = [declared, "utf-8"]
-    if is_html:
-        match = _META_CHARSET.search(payload[:4096])
-        candidates.append(match.group(1).decode("ascii") if match else None)
-    for charset in candidates:
-        if not charset:
-            continue
-        try:
-            return payload.decode(charset), charset.lower()
-        except (LookupError, UnicodeDecodeError):
-            continue
+    """Bytes to text and the charset used: a byte-order mark; else UTF-8 when the bytes are
+    valid UTF-8 with non-ASCII in them (a wrong latin-1 label is a common server default); else
+    the declared charset, then the page's <meta charset>, then detection (charset_normalizer,
+    as trafilatura does). Latin-1 and ASCII labels mean windows-1252, as browsers read them."""
+    for bom, charset in _BOMS:
+        if payload.startswith(bom):
+            return payload[len(bom) :].decode(charset, errors="replace"), charset
+    meta = _META_CHARSET.search(payload[:4096]) if is_html else None
+    candidates = [
+        "utf-8" if not payload.isascii() else None,
+        declared,
+        meta.group(1).decode("ascii") if meta else None,
+        "utf-8",
+    ]
+    for label in candidates:
+        charset = _charset_name(label)
+        if charset:
+            try:
+                return payload.decode(charset), charset
+            except UnicodeDecodeError:
+                continue
     return decode_file(payload), "detected"
+
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def _charset_name(label: str | None) -> str | None:
+    """A Python codec name for a charset label, or None if unknown."""
+    if not label:
+        return None
+    try:
+        name = codecs.lookup(label.strip().strip("\"'")).name
+    except LookupError:
+        return None
+    return "cp1252" if name in ("latin-1", "iso8859-1", "ascii") else name
 
 
 @contextmanager
@@ -377,5 +410,12 @@ def _looks_like_html(payload: bytes) -> bool:
 
 
 def _language(value: str | None) -> str | None:
-    match = _HTML_LANG.match(value.strip()) if value else None
-    return match.group(0).lower() if match else None
+    match = _LANGUAGE_TAG.match(value.strip()) if value else None
+    return match.group(1).lower() if match else None
+
+
+def _hostname(url: str | None) -> str | None:
+    try:
+        return urlsplit(url).hostname if url else None
+    except ValueError:  # e.g. "http://[bad/"
+        return None

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterator
 from functools import lru_cache
+from importlib.metadata import version
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -23,7 +24,7 @@ from pipeline.datasets import Dataset, DatasetError, PartResult
 from pipeline.workspace import Workspace
 
 NAME = "tokenizer"
-CODE_VERSION = "1"
+CODE_VERSION = f"1+tokenizers{version('tokenizers')}"
 TOKENIZER_FILE = "tokenizer.json"
 
 

@@ -97,7 +97,7 @@ def test_every_response_becomes_a_document_or_a_reasoned_rejection(tmp_path):
     assert docs["https://example.org/book.txt"]["text"] == "CHAPTER I.\nIt was a dark night."
     latin = docs["https://example.org/latin"]
     assert "Größere Übungen für Anfänger" in latin["text"]
-    assert latin["charset"] == "iso-8859-1"
+    assert latin["charset"] == "cp1252"  # as browsers read a latin-1 label
 
 
 def test_provenance_points_at_the_record(tmp_path):
@@ -231,6 +231,7 @@ def test_reads_finished_crawl_generations_and_skips_unfinished_ones(tmp_path):
     newest, _ = _run(config, "extract.generation_window=1")
     docs = Dataset.current(ws, "extract").read(["generation"]).to_pylist()
     assert newest["docs_out"] == 1 and docs == [{"generation": "20260201T000000Z"}]
+    assert newest["units_run"] == 0 and newest["units_reused"] == 1  # the window is no new work
 
 
 def test_no_inputs_at_all_is_a_clear_error(tmp_path):
@@ -247,3 +248,59 @@ def test_a_workspace_on_another_filesystem(tmp_path):
     assert Dataset.current(ws, "extract").read(["url"]).num_rows == 3
     again, _ = _run(write_config(tmp_path, [str(warc)]), "workspace=memory://textmill-test")
     assert not again["built"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "declared", "text", "charset"),
+    [
+        ("Grüße".encode(), "iso-8859-1", "Grüße", "utf-8"),  # a wrong server default
+        ("“quoted”".encode("cp1252"), "iso-8859-1", "“quoted”", "cp1252"),
+        (b"\xef\xbb\xbfWith BOM", None, "With BOM", "utf-8"),
+        ("Привет".encode("koi8-r"), "KOI8-R", "Привет", "koi8-r"),
+        (b"plain ascii", "UTF8", "plain ascii", "utf-8"),
+    ],
+)
+def test_charset_decoding(payload, declared, text, charset):
+    assert extract.decode_payload(payload, declared, is_html=False) == (text, charset)
+
+
+def test_a_malformed_record_is_reported_and_the_unit_goes_on(tmp_path):
+    warc = write_warc(
+        tmp_path / "in" / "bad.warc.gz",
+        [
+            {"url": "http://[bad/", "body": article("Broken URL")},
+            {"url": "https://example.org/ok", "body": article("Fine")},
+        ],
+    )
+    result, ws = _run(write_config(tmp_path, [str(warc)]))
+    manifest = Dataset.current(ws, "extract").manifest
+    assert result["docs_out"] == 2  # the bad URL has no hostname, its text is still there
+    docs = Dataset.current(ws, "extract").read(["url", "hostname"]).to_pylist()
+    assert {"url": "http://[bad/", "hostname": None} in docs and not manifest.errors
+
+
+def test_overlapping_globs_read_each_file_once(tmp_path):
+    warc = write_warc(tmp_path / "in" / "a.warc.gz", _mixed_records())
+    result, _ = _run(write_config(tmp_path, [str(warc), str(tmp_path / "in" / "*.gz")]))
+    assert result["docs_out"] == 3 and result["units_run"] == 1
+
+
+@needs_shared_data
+def test_ids_are_stable_across_runs_even_for_arc_files(tmp_path):
+    arc = SHARED_DATA / "warc" / "warcio" / "example.arc"
+    ids = []
+    for name in ("one", "two"):
+        _, ws = _run(write_config(tmp_path / name, [str(arc)]))
+        ids.append(Dataset.current(ws, "extract").read(["id", "warc_record_id"]).to_pylist())
+    assert ids[0] == ids[1] and ids[0] and all(d["warc_record_id"] is None for d in ids[0])
+
+
+def test_language_tags():
+    assert [extract._language(v) for v in ("en-GB", "de", "pt_BR", "English", "", None)] == [
+        "en",
+        "de",
+        "pt",
+        None,
+        None,
+        None,
+    ]
