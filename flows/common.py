@@ -6,8 +6,9 @@ import importlib
 import time
 from typing import Any
 
-from prefect import Task, task, unmapped
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from pipeline import stage
@@ -59,14 +60,16 @@ def run_map_stage(
         if build.up_to_date:
             return stage.build_summary(build, Dataset(ws, map_stage.name, build.version).manifest)
         workers_start_s, results = 0.0, []
-        if build.todo and unit_task is not None:
+        args = [(unit, key, build.config, build.builder) for unit, key in build.todo]
+        if args and (cfg.runner.task_runner == "serial" or cfg.runner.workers == 1):
+            # In the flow's own (main) thread, where the per-page time limit (SIGALRM) works
+            results = [unit_task(*arg) for arg in args]
+        elif args:
+            if cfg.runner.task_runner == "threads":
+                get_run_logger().warning("threads cannot interrupt a page: no per-page time limit")
             workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
-            futures = unit_task.map(
-                [unit for unit, _ in build.todo],
-                [key for _, key in build.todo],
-                unmapped(build.config),
-                unmapped(build.builder),
-            )
+            futures = unit_task.map(*(list(column) for column in zip(*args, strict=True)))
+            wait(futures)  # every unit ends before an error releases the lock
             results = [future.result() for future in futures]
         manifest = stage.finish(build, results)
         result = stage.build_summary(build, manifest)

@@ -32,9 +32,13 @@ def make_map(runner: RunnerConfig, label: str = "units") -> Callable[..., list[A
             with _executor(runner) as pool:
                 futures = {pool.submit(fn, *item): i for i, item in enumerate(args)}
                 results = [None] * len(args)
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    progress.advance(bar)
+                try:
+                    for future in as_completed(futures):
+                        results[futures[future]] = future.result()
+                        progress.advance(bar)
+                except BaseException:
+                    pool.shutdown(cancel_futures=True)  # units not started yet never start
+                    raise
                 return results
 
     return map_fn

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="textmill-prefect-")
-os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME  # never a developer's own Prefect database
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("PREFECT_API_URL", None)  # tests never touch a developer's server
@@ -29,5 +29,5 @@ def prefect_server():
     """One embedded Prefect server for the whole session (~10-20 s to start)."""
     from flows import prefect_api
 
-    with prefect_api(_PREFECT_HOME) as url:
+    with prefect_api(workspace_root=_PREFECT_HOME) as url:
         yield url

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -66,24 +67,29 @@ def test_cli_runs_the_flow_on_a_running_server(prefect_server, tmp_path):
     assert second.returncode == 0 and "up to date" in second.stdout
 
 
-def _in_main_thread() -> bool:
-    import threading
+def test_serial_flow_keeps_the_per_page_time_limit(prefect_server, tmp_path, monkeypatch):
+    """Units of a serial run execute in the flow's main thread, where SIGALRM can interrupt."""
+    import flows.extract
+    from pipeline import extract
 
-    return threading.current_thread() is threading.main_thread()
+    real = extract.extract_html
 
+    def slow_on_one_page(html, url, cfg):
+        if url.endswith("/slow"):
+            time.sleep(10)
+        return real(html, url, cfg)
 
-def test_process_pool_tasks_run_in_the_main_thread(prefect_server):
-    """The per-page time limit (SIGALRM) needs it; with threads it would silently not apply."""
-    from prefect import flow, task
-    from prefect.task_runners import ProcessPoolTaskRunner
-
-    probe = task(_in_main_thread)
-
-    @flow(task_runner=ProcessPoolTaskRunner(max_workers=2))
-    def probe_flow() -> bool:
-        return probe.submit().result()
-
-    assert probe_flow() is True
+    monkeypatch.setattr(extract, "extract_html", slow_on_one_page)
+    warc = write_warc(
+        tmp_path / "in" / "t.warc.gz",
+        [
+            {"url": "https://example.org/slow", "body": article("Slow")},
+            {"url": "https://example.org/fast", "body": article("Fast")},
+        ],
+    )
+    config = str(write_config(tmp_path, [str(warc)], extract={"timeout_s": 0.5}))
+    result = flows.extract.run(config)
+    assert result["dropped"] == {"extract_timeout": 1} and result["docs_out"] == 1
 
 
 def test_tokenizer_and_shards_flows(prefect_server, tmp_path):
