@@ -2,7 +2,8 @@
 
 A version folder holds one part per work unit (`part-<key>.parquet`), the documents that unit
 dropped (`rejected/part-<key>.parquet`, with a `reason` column), a marker per finished part
-(`part-<key>.json`, its row counts, checksum and stats) and, when every part is done,
+(`_parts/<key>.json`, its row counts, checksum and stats; tools skip `_` names, so the folder
+reads as a Parquet dataset) and, when every part is done,
 `_manifest.json`. Only a version with a manifest is ever read. A part's key is a digest of its
 input and the stage config, so a finished part is reused by any later build that needs it.
 """
@@ -89,23 +90,21 @@ class VersionBuilder:
         return (VersionBuilder, (self.ws, self.stage, self.version))
 
     def part_marker(self, key: str) -> str:
-        return f"{self.dir}/part-{key}.json"
+        return f"{self.dir}/_parts/{key}.json"
 
-    def finished_parts(self, keys: set[str], reuse: bool = True) -> dict[str, PartResult]:
-        """Those of `keys` already finished: here (a killed build) or, when `reuse`, in another
-        version of the stage, from which they are linked in."""
+    def finished_parts(self, keys: set[str]) -> dict[str, PartResult]:
+        """Those of `keys` already finished: here (a killed build) or in another version of
+        the stage, from which they are linked in."""
         storage = self.ws.storage
-        versions = [self.version]
-        if reuse:
-            versions += [v for v in self.ws.versions(self.stage) if v != self.version]
+        versions = [self.version, *(v for v in self.ws.versions(self.stage) if v != self.version)]
         found: dict[str, PartResult] = {}
         for version in versions:
             folder = self.ws.stage_dir(self.stage, version)
-            for name in storage.listdir(folder):
-                key = name.removeprefix("part-").removesuffix(".json")
-                if not name.endswith(".json") or key not in keys or key in found:
+            for name in storage.listdir(f"{folder}/_parts"):
+                key = name.removesuffix(".json")
+                if key not in keys or key in found:
                     continue
-                part = PartResult.model_validate(storage.read_json(f"{folder}/{name}"))
+                part = PartResult.model_validate(storage.read_json(f"{folder}/_parts/{name}"))
                 if version != self.version:
                     self._link_part(folder, part)
                 found[key] = part

@@ -151,7 +151,12 @@ class Workspace:
         for url in urls:
             fs, path = fsspec.core.url_to_fs(url)
             info = fs.info(path)
-            stamp = f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or ''}"
+            # Local files: inode and ctime too, so a same-size file copied in with its old
+            # mtime (cp -p, rsync -t) is still seen as changed. Object stores: the ETag.
+            stamp = ":".join(
+                str(info.get(field, ""))
+                for field in ("size", "mtime", "ino", "created", "LastModified", "ETag")
+            )
             entry = cache.get(url)
             if not entry or entry["stamp"] != stamp:
                 entry = {"stamp": stamp, "sha256": sha256_file(fs, path), "size": info["size"]}
