@@ -246,3 +246,10 @@ def test_an_empty_dataset_is_a_clear_error(tmp_path):
     _build(path, EXTRACT)
     with pytest.raises(DatasetError, match="has no documents"):
         _build(path, TOKENIZER)
+
+
+def test_sampling_cap_limits_what_the_tokenizer_reads(tmp_path):
+    config = _workspace(tmp_path, tokenizer={"max_train_chars": 2000})
+    _build(config, EXTRACT, TOKENIZER)
+    stats = Dataset.current(Workspace(str(tmp_path / "workspace")), "tokenizer").manifest.stats
+    assert stats["train_chars"] == 2000 and stats["train_docs"] >= 1
