@@ -28,13 +28,19 @@ Progress goes to stderr; stdout holds only one JSON object.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, this file's folder comes first on sys.path, where bench/tokenize.py would
+# shadow the standard library's `tokenize` (which `dataclasses` imports): take the folder off.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 import argparse
 import gzip
 import io
 import json
-import os
 import re
-import sys
 import tempfile
 import time
 from collections import Counter
