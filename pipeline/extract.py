@@ -367,6 +367,8 @@ def time_limit(seconds: float) -> Iterator[None]:
     def _raise(signum: int, frame: Any) -> None:
         raise PageTimeout()
 
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)  # e.g. a test runner's own timeout
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
@@ -374,6 +376,10 @@ def time_limit(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left:  # give the outer timer back what is left of it
+            signal.setitimer(
+                signal.ITIMER_REAL, max(outer_left - (time.monotonic() - started), 1e-3)
+            )
 
 
 def _reject(doc: dict, reason: str, detail: str) -> dict:
