@@ -107,6 +107,48 @@ class ShardsConfig(Section):
         return weights
 
 
+class TrainConfig(Section):
+    """The train stage: a GPT (model/gpt.py) on the token shards, in <root>/runs/<run>/."""
+
+    run: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    init: Literal["resume", "scratch"] = "resume"  # resume: from this run's last checkpoint
+    init_from: str | None = None  # a fresh run starts from another run's last checkpoint
+    # the model
+    context: int = Field(default=256, ge=8)
+    n_layer: int = Field(default=4, ge=1)
+    n_head: int = Field(default=4, ge=1)
+    n_embd: int = Field(default=256, ge=8)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    # the optimisation
+    batch_size: int = Field(default=16, ge=1)  # sequences per process per micro-step
+    grad_accum: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    min_lr: float = Field(default=1e-4, ge=0)
+    warmup_steps: int = Field(default=50, ge=0)
+    max_steps: int = Field(default=1000, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)  # stop (and checkpoint) after this
+    weight_decay: float = Field(default=0.1, ge=0)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = Field(default=1.0, ge=0)  # 0: no clipping
+    seed: int = 1337
+    # evaluation, checkpoints, samples
+    eval_interval: int = Field(default=100, ge=1)
+    eval_windows: int = Field(default=64, ge=1)
+    checkpoint_interval: int = Field(default=100, ge=1)
+    sample_prompt: str = "\n"
+    sample_tokens: int = Field(default=64, ge=0)
+    # the machine
+    device: str = "auto"  # auto: cuda when there is one
+    compile: bool = False  # torch.compile (CUDA only; no faster on small CPUs)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TrainConfig:
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError("n_embd must be n_head times an even head size (rotary embeddings)")
+        return self
+
+
 class RunnerConfig(Section):
     """How stages are executed; never part of a stage version (it does not change outputs)."""
 
@@ -123,6 +165,7 @@ class RunConfig(Section):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     # Directory the config file lives in; relative paths in the config are relative to it.
     base_dir: str = Field(default=".", exclude=True)

@@ -1,0 +1,371 @@
+"""The training loop: get batch, forward, backward, clip, step, log, evaluate, checkpoint.
+
+Runs live in <root>/runs/<run>/: `checkpoint/` (model.safetensors + state.pt with the optimizer,
+step, data cursor and RNG: a resumed run continues exactly where the saved one was),
+`metrics.jsonl`, `loss.png` and `samples.txt`. AdamW with weight decay on matrices only, linear
+warmup then cosine decay, gradient accumulation and clipping, a step and a time budget. A
+non-finite loss stops the run with an error and leaves the last good checkpoint in place.
+
+Multi-process data parallel: `torchrun --nproc_per_node=N -m model.train -c CONFIG`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_model, save_model
+from torch.nn.parallel import DistributedDataParallel
+
+from model.data import WindowLoader, eval_windows, load_split
+from model.gpt import GPT, GPTConfig
+from pipeline.config import RunConfig, TrainConfig, load_config
+from pipeline.crash import crash_point
+from pipeline.datasets import Dataset
+from pipeline.workspace import Workspace
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
+    return GPTConfig(
+        vocab_size=vocab_size,
+        context=cfg.context,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        dropout=cfg.dropout,
+    )
+
+
+# ----- checkpoints -----
+
+
+def save_checkpoint(folder: Path, model: GPT, state: dict[str, Any]) -> None:
+    """Write beside the old checkpoint, then swap: a kill never leaves a half-written one."""
+    fresh = folder.with_name(folder.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    save_model(model, str(fresh / "model.safetensors"))
+    torch.save(state, fresh / "state.pt")
+    (fresh / "config.json").write_text(json.dumps(state["model"], indent=2))
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    fresh.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_folder(run_dir: Path) -> Path | None:
+    """The run's last complete checkpoint (also one caught mid-swap by a kill)."""
+    for name in ("checkpoint", "checkpoint.old"):
+        if (run_dir / name / "state.pt").exists():
+            return run_dir / name
+    return None
+
+
+def load_checkpoint(folder: Path) -> tuple[GPT, dict[str, Any]]:
+    state = torch.load(folder / "state.pt", weights_only=True)
+    model = GPT(GPTConfig(**state["model"]))
+    load_model(model, str(folder / "model.safetensors"))
+    return model, state
+
+
+# ----- evaluation -----
+
+
+@torch.no_grad()
+def evaluate(model: GPT, sets: dict[str, tuple[torch.Tensor, float]], device: str) -> dict:
+    """Loss (nats per token) and bits per byte on each evaluation set."""
+    model.eval()
+    results = {}
+    for name, (windows, tokens_per_byte) in sets.items():
+        losses = []
+        for batch in windows.split(16):
+            batch = batch.to(device)
+            losses.append(model(batch[:, :-1], batch[:, 1:])[1].item())
+        loss = float(np.mean(losses))
+        results[f"{name}_loss"] = round(loss, 5)
+        results[f"{name}_bits_per_byte"] = round(loss / math.log(2) * tokens_per_byte, 5)
+    model.train()
+    return results
+
+
+def evaluation_sets(ws: Workspace, manifest: Any, cfg: TrainConfig) -> dict:
+    """The val split and every external evaluation set of the shards, with tokens per byte."""
+    stats = manifest.stats
+    wanted = {"val": stats["splits"]["val"]}
+    wanted.update({f"eval/{name}": e for name, e in stats["eval_sets"].items()})
+    sets = {}
+    for name, counts in wanted.items():
+        tokens = load_split(ws, name, manifest.version)
+        if counts["bytes"] and len(tokens) > cfg.context:
+            windows = eval_windows(tokens, cfg.context, cfg.eval_windows)
+            sets[name.replace("eval/", "")] = (windows, counts["tokens"] / counts["bytes"])
+    return sets
+
+
+# ----- the loop -----
+
+
+def train(cfg: RunConfig, ws: Workspace, log: Any = print) -> dict[str, Any]:
+    """Train (or resume) the configured run on the current shards; returns the final metrics."""
+    tc = cfg.train
+    rank, world_size = _distributed()
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if tc.device == "auto" else tc.device
+    if device == "cuda" and world_size > 1:
+        device = f"cuda:{rank}"
+        torch.cuda.set_device(device)
+    run_dir = Path(ws.storage.path(f"runs/{tc.run}"))
+    shards = Dataset.current(ws, "shards")
+    vocab_size = shards.manifest.stats["vocab_size"]
+    torch.manual_seed(tc.seed)
+
+    found = None if tc.init == "scratch" else checkpoint_folder(run_dir)
+    if found is None and tc.init_from:
+        found = checkpoint_folder(Path(ws.storage.path(f"runs/{tc.init_from}")))
+    resuming = found is not None and found.parent == run_dir
+    if found is not None:
+        model, state = load_checkpoint(found)
+    else:
+        model, state = GPT(model_config(tc, vocab_size)), {}
+    if model.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"the checkpoint has a vocabulary of {model.config.vocab_size}, the shards "
+            f"{vocab_size}: they were made with different tokenizers"
+        )
+    model.to(device)
+    optimizer = model.configure_optimizers(tc.weight_decay, tc.learning_rate, (tc.beta1, tc.beta2))
+    loader = WindowLoader(
+        load_split(ws, "train", shards.version),
+        tc.context,
+        tc.batch_size,
+        tc.seed,
+        rank,
+        world_size,
+    )
+    step = 0
+    if resuming:
+        optimizer.load_state_dict(state["optimizer"])
+        loader.load_state(state["cursor"])
+        torch.set_rng_state(state["rng"])
+        step = int(state["step"])
+    elif rank == 0 and tc.init == "scratch":
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _keep_metrics_until(run_dir / "metrics.jsonl", step)
+        (run_dir / "run.json").write_text(
+            json.dumps(
+                {
+                    "train": tc.model_dump(mode="json"),
+                    "model": model.config.to_dict(),
+                    "params": model.num_params(),
+                    "shards_version": shards.version,
+                    "tokenizer_version": shards.manifest.stats["tokenizer_version"],
+                    "started_from": str(found) if found else None,
+                },
+                indent=2,
+            )
+        )
+    eval_sets = evaluation_sets(ws, shards.manifest, tc) if rank == 0 else {}
+    net = DistributedDataParallel(model) if world_size > 1 else model
+    if tc.compile and device.startswith("cuda"):
+        net = torch.compile(net)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    tokens_per_step = tc.batch_size * tc.context * tc.grad_accum * world_size
+    log(f"train: {model.num_params():,} parameters on {device} x{world_size}, from step {step}")
+
+    started, last = time.perf_counter(), {}
+    first_step = step
+    while step < tc.max_steps:
+        crash_point("train.step")
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, tc)
+        step_started = time.perf_counter()
+        loss_sum = 0.0
+        for micro in range(tc.grad_accum):
+            x, y = (t.to(device) for t in loader.next_batch())
+            if world_size > 1:  # gradients are averaged across processes on the last micro-step
+                net.require_backward_grad_sync = micro == tc.grad_accum - 1
+            with autocast:
+                _, loss = net(x, y)
+            (loss / tc.grad_accum).backward()
+            loss_sum += loss.item()
+        loss_value = loss_sum / tc.grad_accum
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(
+                f"loss is {loss_value} at step {step + 1} of run {tc.run}: stopped; the last good "
+                f"checkpoint is {checkpoint_folder(run_dir) or 'none (no checkpoint yet)'}"
+            )
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        elapsed = time.perf_counter() - started
+        out_of_time = tc.time_budget_s is not None and elapsed >= tc.time_budget_s
+        if world_size > 1 and tc.time_budget_s is not None:  # every process stops together
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            out_of_time = bool(flag.item())
+        done = step >= tc.max_steps or out_of_time
+        last = {
+            "step": step,
+            "loss": round(loss_value, 5),
+            "lr": lr_at(step - 1, tc),
+            "grad_norm": round(float(grad_norm), 4),
+            "tokens_per_s": round(tokens_per_step / (time.perf_counter() - step_started), 1),
+            "elapsed_s": round(elapsed, 2),
+        }
+        if rank == 0 and (step % tc.eval_interval == 0 or done):
+            last.update(evaluate(model, eval_sets, device))
+        if rank == 0:
+            with open(run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(last) + "\n")
+            if step % 10 == 0 or done:
+                log(" ".join(f"{k}={v}" for k, v in last.items()))
+            if step % tc.checkpoint_interval == 0 or done:
+                save_checkpoint(
+                    run_dir / "checkpoint",
+                    model,
+                    {
+                        "model": model.config.to_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "cursor": loader.state(),
+                        "rng": torch.get_rng_state(),
+                    },
+                )
+        if out_of_time:
+            break
+
+    if rank == 0:
+        _finish(run_dir, model, tc, ws, shards, device)
+        last["train_s"] = round(time.perf_counter() - started, 2)
+        last["steps_run"] = step - first_step
+        last["params"] = model.num_params()
+    if world_size > 1:
+        dist.barrier()
+    return last
+
+
+def _finish(
+    run_dir: Path,
+    model: GPT,
+    tc: TrainConfig,
+    ws: Workspace,
+    shards: Any,
+    device: str,
+) -> None:
+    plot_losses(run_dir)
+    if tc.sample_tokens:
+        text = sample(ws, run_dir, tc.sample_prompt, tc.sample_tokens, model=model, device=device)
+        (run_dir / "samples.txt").write_text(text)
+
+
+def _keep_metrics_until(path: Path, step: int) -> None:
+    """A resumed run rewrites what the killed one logged after its checkpoint."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def plot_losses(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train loss", lw=1)
+    for key in sorted({k for r in rows for k in r if k.endswith("_loss")}):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot(*zip(*points, strict=True), marker="o", label=key.replace("_", " "))
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(f"run {run_dir.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+def sample(
+    ws: Workspace,
+    run_dir: Path,
+    prompt: str,
+    tokens: int,
+    model: GPT | None = None,
+    device: str = "cpu",
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    seed: int = 0,
+) -> str:
+    """Text generated from a prompt by a run's model (its last checkpoint unless given)."""
+    from pipeline import tokenizer as tokenizer_stage
+
+    run = json.loads((run_dir / "run.json").read_text())
+    tokenizer_dir = ws.stage_dir("tokenizer", run["tokenizer_version"])
+    tokenizer = tokenizer_stage.load(ws.root, f"{tokenizer_dir}/tokenizer.json")
+    if model is None:
+        folder = checkpoint_folder(run_dir)
+        if folder is None:
+            raise FileNotFoundError(f"run {run_dir.name} has no checkpoint yet")
+        model = load_checkpoint(folder)[0].to(device)
+    model.eval()
+    ids = tokenizer.encode(prompt).ids or [0]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, generator=generator)
+    model.train()
+    return tokenizer.decode(out[0].tolist())
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world_size
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the configured run (torchrun-friendly).")
+    parser.add_argument("-c", "--config", required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, Workspace(cfg.workspace_root), log=lambda m: print(m, file=sys.stderr))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(result))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The model and the training loop: exact resume, DDP equivalence, overfitting, NaN stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from model.data import WindowLoader
+from model.gpt import GPT, GPTConfig
+from model.train import NonFiniteLoss, lr_at, sample, train
+from pipeline.config import TrainConfig, load_config
+from pipeline.crash import CRASH_ENV, CRASH_EXIT_CODE
+from pipeline.runner import make_map
+from pipeline.stage import run
+from pipeline.stages import EXTRACT, SHARDS, TOKENIZER
+from pipeline.workspace import Workspace
+from tests.helpers import article, write_warc
+
+TINY = {
+    "context": 32,
+    "n_layer": 2,
+    "n_head": 2,
+    "n_embd": 32,
+    "batch_size": 4,
+    "warmup_steps": 2,
+    "eval_interval": 5,
+    "eval_windows": 4,
+    "sample_tokens": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def shards_workspace(tmp_path_factory) -> Path:
+    """A workspace with extract, tokenizer and shards built from ~40 small pages."""
+    folder = tmp_path_factory.mktemp("train")
+    pages = [
+        {"url": f"https://t.example/{i}", "body": article(f"Page {i}", f"Number {i} here.")}
+        for i in range(40)
+    ]
+    write_warc(folder / "in" / "pages.warc.gz", pages)
+    config = _config(folder, {})
+    cfg = load_config(config)
+    ws = Workspace(cfg.workspace_root)
+    for stage in (EXTRACT, TOKENIZER, SHARDS):
+        run(stage, cfg, ws, make_map(cfg.runner))
+    return folder
+
+
+def _config(folder: Path, train: dict, name: str = "run.yaml") -> Path:
+    path = folder / name
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "workspace": str(folder / "workspace"),
+                "sources": [{"name": "pages", "warc": [str(folder / "in" / "pages.warc.gz")]}],
+                "runner": {"task_runner": "serial"},
+                "tokenizer": {"vocab_size": 300, "val_fraction": 0.1},
+                "shards": {"row_tokens": 64},
+                "train": {**TINY, **train},
+            }
+        )
+    )
+    return path
+
+
+def _train(folder: Path, **train_cfg) -> dict:
+    cfg = load_config(_config(folder, train_cfg, f"run-{train_cfg.get('run', 'main')}.yaml"))
+    return train(cfg, Workspace(cfg.workspace_root), log=lambda message: None)
+
+
+def _weights(folder: Path, run_name: str) -> dict[str, torch.Tensor]:
+    return load_file(
+        str(folder / "workspace" / "runs" / run_name / "checkpoint" / "model.safetensors")
+    )
+
+
+def _losses(folder: Path, run_name: str) -> list[float]:
+    path = folder / "workspace" / "runs" / run_name / "metrics.jsonl"
+    return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
+
+
+def test_resume_after_a_kill_is_exact(shards_workspace):
+    folder = shards_workspace
+    _train(folder, run="straight", max_steps=20, checkpoint_interval=10)
+
+    config = _config(
+        folder,
+        {**TINY, "run": "killed", "max_steps": 20, "checkpoint_interval": 10},
+        "run-killed.yaml",
+    )
+    killed = subprocess.run(
+        [sys.executable, "-m", "model.train", "-c", str(config)],
+        env={**os.environ, CRASH_ENV: "train.step:11"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
+    assert len(_losses(folder, "killed")) == 10
+    result = _train(folder, run="killed", max_steps=20, checkpoint_interval=10)
+    assert result["steps_run"] == 10
+
+    assert _losses(folder, "killed") == _losses(folder, "straight")
+    straight, resumed = _weights(folder, "straight"), _weights(folder, "killed")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    run_dir = folder / "workspace" / "runs" / "killed"
+    assert (run_dir / "loss.png").stat().st_size > 1000 and (run_dir / "samples.txt").exists()
+
+
+def test_ddp_on_two_processes_matches_one_process_on_the_global_batch(shards_workspace):
+    folder = shards_workspace
+    steps = {"max_steps": 6, "warmup_steps": 0, "learning_rate": 3e-3, "checkpoint_interval": 6}
+    _train(folder, run="single", batch_size=8, **steps)
+    config = _config(folder, {**TINY, **steps, "run": "ddp", "batch_size": 4}, "run-ddp.yaml")
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "model.train",
+            "-c",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single, parallel = _weights(folder, "single"), _weights(folder, "ddp")
+    assert lr_at(5, load_config(config).train) > 0
+    assert all(torch.allclose(single[k], parallel[k], atol=1e-5) for k in single)
+    assert not all(torch.equal(single[k], _initial(folder)[k]) for k in single)  # it moved
+
+
+def _initial(folder: Path) -> dict[str, torch.Tensor]:
+    cfg = load_config(folder / "run-single.yaml").train
+    torch.manual_seed(cfg.seed)
+    vocab = json.loads((folder / "workspace" / "runs" / "single" / "run.json").read_text())
+    model = GPT(GPTConfig(**vocab["model"]))
+    return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
+
+
+def test_overfits_a_tiny_shard_and_an_untrained_model_does_not():
+    torch.manual_seed(0)
+    data = torch.randint(0, 50, (4, 33))
+    config = GPTConfig(vocab_size=50, context=32, n_layer=2, n_head=2, n_embd=64)
+    model = GPT(config)
+    untrained = model(data[:, :-1], data[:, 1:])[1].item()
+    assert untrained > 3.0  # about ln(50) = 3.9 for an untrained model
+    optimizer = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95))
+    for _ in range(300):
+        loss = model(data[:, :-1], data[:, 1:])[1]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.05
+
+
+def test_a_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(shards_workspace):
+    folder = shards_workspace
+    _train(folder, run="nan", max_steps=4, checkpoint_interval=2)
+    good = _weights(folder, "nan")
+    with pytest.raises(NonFiniteLoss, match="last good checkpoint"):
+        _train(
+            folder,
+            run="nan",
+            max_steps=8,
+            checkpoint_interval=2,
+            learning_rate=1e30,
+            warmup_steps=0,
+        )
+    state = torch.load(folder / "workspace/runs/nan/checkpoint/state.pt", weights_only=True)
+    kept = _weights(folder, "nan")
+    assert all(torch.isfinite(v).all() for v in kept.values())  # no bad step was saved
+    assert state["step"] == 4 or any(not torch.equal(good[k], kept[k]) for k in good)
+
+
+def test_windows_are_deterministic_and_the_cursor_restores_exactly():
+    tokens = np.arange(1000, dtype=np.uint16)
+    first = WindowLoader(tokens, context=10, batch_size=3, seed=7)
+    batches = [first.next_batch()[0] for _ in range(40)]  # crosses epochs (99 windows)
+    again = WindowLoader(tokens, context=10, batch_size=3, seed=7)
+    for _ in range(17):
+        again.next_batch()
+    resumed = WindowLoader(tokens, context=10, batch_size=3, seed=7)
+    resumed.load_state(again.state())
+    assert all(torch.equal(resumed.next_batch()[0], b) for b in batches[17:])
+    x, y = batches[0], WindowLoader(tokens, 10, 3, 7).next_batch()[1]
+    assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def test_sampling_from_a_run(shards_workspace):
+    folder = shards_workspace
+    _train(folder, run="sampled", max_steps=2)
+    ws = Workspace(str(folder / "workspace"))
+    text = sample(ws, folder / "workspace" / "runs" / "sampled", "Page", 10)
+    assert text.startswith("Page") and len(text) > len("Page")
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
