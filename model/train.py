@@ -232,7 +232,7 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print) -> dict[str, Any]:
         last = {
             "step": step,
             "loss": round(loss_value, 5),
-            "lr": lr_at(step - 1, tc),
+            "lr": float(f"{lr_at(step - 1, tc):.6g}"),
             "grad_norm": round(float(grad_norm), 4),
             "tokens_per_s": round(tokens_per_step / (time.perf_counter() - step_started), 1),
             "elapsed_s": round(elapsed, 2),

@@ -66,7 +66,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("stage_name", metavar="STAGE", type=click.Choice(list(STAGES)))
+@click.argument("stage_name", metavar="STAGE", type=click.Choice([*STAGES, "train"]))
 @config_option
 @set_option
 @click.option("--force", is_flag=True, help="Rebuild even if the stage is up to date.")
@@ -101,6 +101,20 @@ def _run_stages(
     with ExitStack() as prefect_session:
         api = None
         for name in names:
+            if name == "train" and no_prefect:
+                with ws.lock("textmill run train"):
+                    _print_train(_train(cfg, ws, force))
+                continue
+            if name == "train":
+                if api is None:
+                    from flows import prefect_api
+
+                    api = prefect_session.enter_context(prefect_api(cfg.workspace_root))
+                    click.echo(f"Prefect API: {api}", err=True)
+                _print_train(
+                    importlib.import_module("flows.train").run(config_path, overrides, force)
+                )
+                continue
             stage = get_stage(name)
             if no_prefect:
                 _print_result(stage_api.run(stage, cfg, ws, make_map(cfg.runner, name), force))
@@ -116,6 +130,22 @@ def _run_stages(
                 click.echo(f"Prefect API: {api}", err=True)
             flow_module = importlib.import_module(f"flows.{name}")
             _print_result(flow_module.run(config_path, overrides, force))
+
+
+def _train(cfg: RunConfig, ws: Workspace, force: bool) -> dict[str, Any]:
+    from model.train import train
+
+    if force:  # start the run over
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": "scratch"})})
+    return train(cfg, ws, log=lambda message: click.echo(message, err=True))
+
+
+def _print_train(result: dict[str, Any]) -> None:
+    evals = ", ".join(f"{k} {v}" for k, v in result.items() if k.endswith("bits_per_byte"))
+    click.echo(
+        f"train: step {result.get('step', '-')}, {result.get('steps_run', 0)} steps run in "
+        f"{result.get('train_s', 0)} s; loss {result.get('loss', '-')}; {evals or 'no evaluation'}"
+    )
 
 
 def _print_result(result: dict[str, Any]) -> None:
@@ -177,6 +207,30 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
 
 @main.command()
 @config_option
+@click.option("--run", "run_name", default=None, help="The run (default: the config's train.run).")
+@click.option("--tokens", default=200, show_default=True, help="Tokens to generate.")
+@click.option("--temperature", default=0.8, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.argument("prompt")
+@fails_cleanly
+def sample(
+    config_path: str, run_name: str | None, tokens: int, temperature: float, seed: int, prompt: str
+) -> None:
+    """Print text that a run's model generates from PROMPT."""
+    from pathlib import Path
+
+    from model.train import sample as generate
+
+    cfg = load_config(config_path)
+    ws = Workspace(cfg.workspace_root)
+    run_dir = Path(ws.storage.path(f"runs/{run_name or cfg.train.run}"))
+    if not (run_dir / "run.json").exists():
+        raise DatasetError(f"no run {run_dir.name} in {ws.root}: `textmill run train` first")
+    click.echo(generate(ws, run_dir, prompt, tokens, temperature=temperature, seed=seed))
+
+
+@main.command()
+@config_option
 @click.option("--keep", default=3, show_default=True, help="Committed versions kept per stage.")
 @fails_cleanly
 def gc(config_path: str, keep: int) -> None:
@@ -198,7 +252,7 @@ def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None
     """Run every stage that exists, end to end, and show what came out."""
     cfg = load_config(config_path, overrides)
     started = time.perf_counter()
-    _run_stages(list(STAGES), cfg, config_path, list(overrides), False, no_prefect)
+    _run_stages([*STAGES, "train"], cfg, config_path, list(overrides), False, no_prefect)
     ws = Workspace(cfg.workspace_root)
     click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Workspace: {ws.root}")
     for stage_name in STAGES:
