@@ -14,10 +14,8 @@ train_task = task(train, name="train", cache_policy=NO_CACHE)
 @flow(name="train")
 def train_flow(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:
     cfg, ws = load_run(config_path, overrides)
-    if force:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": "scratch"})})
     with ws.lock("train flow"):
-        return train_task(cfg, ws)
+        return train_task(cfg, ws, restart=force)
 
 
 def run(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:

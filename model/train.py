@@ -128,9 +128,10 @@ def evaluation_sets(ws: Workspace, manifest: Any, cfg: TrainConfig) -> dict:
 # ----- the loop -----
 
 
-def train(cfg: RunConfig, ws: Workspace, log: Any = print) -> dict[str, Any]:
-    """Train (or resume) the configured run on the current shards; returns the final metrics."""
-    tc = cfg.train
+def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False) -> dict[str, Any]:
+    """Train (or resume) the configured run on the current shards; returns the final metrics.
+    `restart` starts the run over, whatever `train.init` says."""
+    tc = cfg.train.model_copy(update={"init": "scratch"}) if restart else cfg.train
     rank, world_size = _distributed()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if tc.device == "auto" else tc.device
     if device == "cuda" and world_size > 1:
@@ -196,7 +197,7 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print) -> dict[str, Any]:
     tokens_per_step = tc.batch_size * tc.context * tc.grad_accum * world_size
     log(f"train: {model.num_params():,} parameters on {device} x{world_size}, from step {step}")
 
-    started, last = time.perf_counter(), {}
+    started, last = time.perf_counter(), {"step": step}
     first_step = step
     while step < tc.max_steps:
         crash_point("train.step")

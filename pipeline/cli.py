@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 import click
@@ -100,20 +100,26 @@ def _run_stages(
     ws = Workspace(cfg.workspace_root)
     with ExitStack() as prefect_session:
         api = None
-        for name in names:
-            if name == "train" and no_prefect:
-                with ws.lock("textmill run train"):
-                    _print_train(_train(cfg, ws, force))
-                continue
-            if name == "train":
-                if api is None:
-                    from flows import prefect_api
 
-                    api = prefect_session.enter_context(prefect_api(cfg.workspace_root))
-                    click.echo(f"Prefect API: {api}", err=True)
-                _print_train(
-                    importlib.import_module("flows.train").run(config_path, overrides, force)
-                )
+        def run_flow(name: str) -> dict[str, Any]:
+            nonlocal api
+            if api is None:
+                from flows import prefect_api
+
+                api = prefect_session.enter_context(prefect_api(cfg.workspace_root))
+                click.echo(f"Prefect API: {api}", err=True)
+            return importlib.import_module(f"flows.{name}").run(config_path, overrides, force)
+
+        for name in names:
+            if name == "train":
+                if no_prefect:
+                    from model.train import train
+
+                    with ws.lock("textmill run train"):
+                        log = partial(click.echo, err=True)
+                        _print_train(train(cfg, ws, log=log, restart=force))
+                else:
+                    _print_train(run_flow(name))
                 continue
             stage = get_stage(name)
             if no_prefect:
@@ -122,22 +128,8 @@ def _run_stages(
             current = None if force else stage_api.up_to_date(stage, cfg, ws)
             if current is not None:
                 _print_result(stage_api.summary(stage, current, built=False))
-                continue
-            if api is None:
-                from flows import prefect_api
-
-                api = prefect_session.enter_context(prefect_api(cfg.workspace_root))
-                click.echo(f"Prefect API: {api}", err=True)
-            flow_module = importlib.import_module(f"flows.{name}")
-            _print_result(flow_module.run(config_path, overrides, force))
-
-
-def _train(cfg: RunConfig, ws: Workspace, force: bool) -> dict[str, Any]:
-    from model.train import train
-
-    if force:  # start the run over
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": "scratch"})})
-    return train(cfg, ws, log=lambda message: click.echo(message, err=True))
+            else:
+                _print_result(run_flow(name))
 
 
 def _print_train(result: dict[str, Any]) -> None:

@@ -73,3 +73,30 @@ def test_gc(tmp_path):
     result = _cli("gc", "-c", config, "--keep", "2")
     assert result.exit_code == 0 and result.stdout.startswith("extract: removed ")
     assert len(Workspace(str(tmp_path / "workspace")).versions("extract")) == 2
+
+
+def test_train_and_sample(tmp_path):
+    write_warc(
+        tmp_path / "in" / "a.warc.gz",
+        [{"url": f"https://a.example/{i}", "body": article(f"A {i}")} for i in range(12)],
+    )
+    config = str(write_config(tmp_path, [str(tmp_path / "in" / "*.warc.gz")]))
+    tiny = [
+        "tokenizer.vocab_size=300",
+        "train.context=16",
+        "train.n_layer=1",
+        "train.n_embd=16",
+        "train.n_head=2",
+        "train.batch_size=2",
+        "train.max_steps=4",
+        "train.run=tiny",
+    ]
+    sets = [arg for item in tiny for arg in ("--set", item)]
+    for stage in ("extract", "tokenizer", "shards", "train"):
+        assert _cli("run", stage, "-c", config, "--no-prefect", *sets).exit_code == 0
+    trained = _cli("run", "train", "-c", config, "--no-prefect", *sets)
+    assert trained.stdout.startswith("train: step 4, 0 steps run")  # resumed: already done
+    sampled = _cli("sample", "-c", config, "--run", "tiny", "--tokens", "5", "Analytical")
+    assert sampled.exit_code == 0 and sampled.stdout.startswith("Analytical")
+    missing = _cli("sample", "-c", config, "--run", "nope", "x")
+    assert missing.exit_code == 1 and "no run nope" in missing.stderr

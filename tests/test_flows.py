@@ -106,3 +106,17 @@ def test_tokenizer_and_shards_flows(prefect_server, tmp_path):
     assert sharded["built"] and sharded["units_run"] == 3
     manifest = Dataset.current(Workspace(str(tmp_path / "workspace")), "shards").manifest
     assert sum(s["docs"] for s in manifest.stats["splits"].values()) == 12
+
+    import flows.train
+
+    tiny = [
+        "train.context=16",
+        "train.n_layer=1",
+        "train.n_embd=16",
+        "train.n_head=2",
+        "train.batch_size=2",
+        "train.max_steps=3",
+        "train.sample_tokens=4",
+    ]
+    trained = flows.train.run(config, overrides + tiny)
+    assert trained["step"] == 3 and (tmp_path / "workspace/runs/main/checkpoint").is_dir()
