@@ -150,6 +150,17 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
         model, state = load_checkpoint(found)
     else:
         model, state = GPT(model_config(tc, vocab_size)), {}
+    wanted = model_config(tc, vocab_size)
+    changed = [
+        k
+        for k in ("context", "n_layer", "n_head", "n_embd")
+        if getattr(model.config, k) != getattr(wanted, k)
+    ]
+    if resuming and changed:
+        raise ValueError(
+            f"run {tc.run} was trained with other model settings ({', '.join(changed)}): "
+            "start it over (`--force`) or train a new run (`--set train.run=NAME`)"
+        )
     if model.config.vocab_size != vocab_size:
         raise ValueError(
             f"the checkpoint has a vocabulary of {model.config.vocab_size}, the shards "
@@ -343,6 +354,51 @@ def sample(
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, generator=generator)
     model.train()
     return tokenizer.decode(out[0].tolist())
+
+
+def run_status(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
+    """The configured run: missing, unfinished (step < max_steps), stale (trained on other
+    shards, or with other settings) or up to date; with its step and last evaluation."""
+    run_dir = Path(ws.storage.path(f"runs/{cfg.train.run}"))
+    if not (run_dir / "run.json").exists():
+        return {"run": cfg.train.run, "state": "missing", "reasons": ["never trained"]}
+    recorded = json.loads((run_dir / "run.json").read_text())
+    folder = checkpoint_folder(run_dir)
+    step = int(torch.load(folder / "state.pt", weights_only=True)["step"]) if folder else 0
+    reasons = []
+    current_shards = ws.current_version("shards")
+    if recorded["shards_version"] != current_shards:
+        reasons.append(f"shards changed: {recorded['shards_version']} -> {current_shards}")
+    settings = cfg.train.model_dump(mode="json")
+    for key in MODEL_AND_DATA_KEYS:
+        if recorded["train"].get(key) != settings[key]:
+            reasons.append(
+                f"train.{key} changed: {recorded['train'].get(key)!r} -> {settings[key]!r}"
+            )
+    state = "stale" if reasons else "up to date"
+    if not reasons and step < cfg.train.max_steps:
+        state, reasons = "unfinished", [f"at step {step} of {cfg.train.max_steps}"]
+    metrics = run_dir / "metrics.jsonl"
+    last_eval = {}
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            last_eval = {k: v for k, v in row.items() if k.endswith("bits_per_byte")} or last_eval
+    return {"run": cfg.train.run, "state": state, "reasons": reasons, "step": step, **last_eval}
+
+
+# Settings that change what a run learns from or what it is; the rest (budgets, intervals,
+# samples) can change between resumed sessions of one run.
+MODEL_AND_DATA_KEYS = (
+    "context",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "dropout",
+    "batch_size",
+    "grad_accum",
+    "seed",
+)
 
 
 def _distributed() -> tuple[int, int]:

@@ -192,6 +192,17 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{s.stage} dropped: " + ", ".join(f"{r} {n}" for r, n in s.dropped.items()))
         for reason in s.reasons if s.state == "stale" else []:
             click.echo(f"{s.stage} is stale: {reason}")
+    from model.train import run_status
+
+    run = run_status(cfg, ws)
+    scores = ", ".join(f"{k} {v}" for k, v in run.items() if k.endswith("bits_per_byte"))
+    click.echo(
+        f"train (run {run['run']}): {run['state']}"
+        + (f", step {run['step']}" if "step" in run else "")
+        + (f"; {scores}" if scores else "")
+    )
+    for reason in run["reasons"] if run["state"] in ("stale", "unfinished") else []:
+        click.echo(f"train is {run['state']}: {reason}")
     holder = ws.lock_holder()
     if holder:
         click.echo(f"locked by {holder.get('purpose')} (pid {holder.get('pid')})")

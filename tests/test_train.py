@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from model.data import WindowLoader
 from model.gpt import GPT, GPTConfig
-from model.train import NonFiniteLoss, lr_at, sample, train
+from model.train import NonFiniteLoss, lr_at, run_status, sample, train
 from pipeline.config import TrainConfig, load_config
 from pipeline.crash import CRASH_ENV, CRASH_EXIT_CODE
 from pipeline.runner import make_map
@@ -215,3 +215,16 @@ def test_lr_schedule():
     cfg = TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_steps=10, max_steps=110)
     assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
     assert lr_at(60, cfg) == pytest.approx(0.55) and lr_at(110, cfg) == pytest.approx(0.1)
+
+
+def test_resuming_with_other_model_settings_is_refused(shards_workspace):
+    _train(shards_workspace, run="resized", max_steps=2)
+    with pytest.raises(ValueError, match=r"other model settings \(n_embd\).*--force"):
+        _train(shards_workspace, run="resized", max_steps=4, n_embd=64)
+    cfg = load_config(_config(shards_workspace, {**TINY, "run": "resized", "max_steps": 4}))
+    status = run_status(cfg, Workspace(cfg.workspace_root))
+    assert status["state"] == "unfinished" and status["step"] == 2
+    cfg = load_config(_config(shards_workspace, {**TINY, "run": "resized", "context": 16}))
+    assert run_status(cfg, Workspace(cfg.workspace_root))["reasons"] == [
+        "train.context changed: 32 -> 16"
+    ]
