@@ -138,15 +138,19 @@ class GPT(nn.Module):
         return logits, loss
 
     def configure_optimizers(
-        self, weight_decay: float, learning_rate: float, betas: tuple[float, float]
+        self,
+        weight_decay: float,
+        learning_rate: float,
+        betas: tuple[float, float],
+        fused: bool = False,
     ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices only (not on norms or biases)."""
+        """AdamW with weight decay on matrices only (not on norms or biases); `fused` on CUDA."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     @torch.no_grad()
     def generate(

@@ -167,7 +167,9 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
             f"{vocab_size}: they were made with different tokenizers"
         )
     model.to(device)
-    optimizer = model.configure_optimizers(tc.weight_decay, tc.learning_rate, (tc.beta1, tc.beta2))
+    optimizer = model.configure_optimizers(
+        tc.weight_decay, tc.learning_rate, (tc.beta1, tc.beta2), fused=device.startswith("cuda")
+    )
     loader = WindowLoader(
         load_split(ws, "train", shards.version),
         tc.context,
