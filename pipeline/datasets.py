@@ -92,11 +92,13 @@ class VersionBuilder:
     def part_marker(self, key: str) -> str:
         return f"{self.dir}/_parts/{key}.json"
 
-    def finished_parts(self, keys: set[str]) -> dict[str, PartResult]:
-        """Those of `keys` already finished: here (a killed build) or in another version of
-        the stage, from which they are linked in."""
+    def finished_parts(self, keys: set[str], elsewhere: bool = True) -> dict[str, PartResult]:
+        """Those of `keys` already finished: here (a killed build) or, if `elsewhere`, in
+        another version of the stage, from which they are linked in."""
         storage = self.ws.storage
-        versions = [self.version, *(v for v in self.ws.versions(self.stage) if v != self.version)]
+        versions = [self.version]
+        if elsewhere:
+            versions += [v for v in self.ws.versions(self.stage) if v != self.version]
         found: dict[str, PartResult] = {}
         for version in versions:
             folder = self.ws.stage_dir(self.stage, version)

@@ -138,14 +138,20 @@ def version_inputs(files: list[InputFile]) -> list[dict[str, Any]]:
     ]
 
 
-def plan_units(files: list[InputFile], chunk_bytes: int) -> list[Unit]:
+def plan_units(ws: Workspace, files: list[InputFile], chunk_bytes: int) -> list[Unit]:
+    """One unit per file, or per byte range of a file larger than chunk_bytes. Finding the
+    record boundaries reads the whole file, so they are cached by its digest."""
     units = []
-    for file in files:
-        if file.size <= chunk_bytes:
-            units.append(Unit(file))
-            continue
-        with open_binary(file.url) as fh:
-            units += [Unit(file, start, end) for start, end in split_points(fh, chunk_bytes)]
+    with ws.cache("warc-split-points") as known:
+        for file in files:
+            if file.size <= chunk_bytes:
+                units.append(Unit(file))
+                continue
+            key = f"{file.sha256}:{chunk_bytes}"
+            if key not in known:
+                with open_binary(file.url) as fh:
+                    known[key] = split_points(fh, chunk_bytes)
+            units += [Unit(file, start, end) for start, end in known[key]]
     return units
 
 

@@ -100,7 +100,7 @@ def describe_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def plan_units(cfg: RunConfig, inputs: dict[str, Any]) -> list[Unit]:
+def plan_units(cfg: RunConfig, ws: Workspace, inputs: dict[str, Any]) -> list[Unit]:
     return [
         Unit(part, sha, inputs["tokenizer_path"], inputs["tokenizer"], inputs["val_fraction"])
         for part, sha in inputs["parts"]

@@ -34,7 +34,7 @@ class MapStage:
     list_inputs: Callable[[RunConfig, Workspace], Any]  # cheap: decides the version
     describe_inputs: Callable[[Any], Any]  # JSON-able form of the inputs, for version + manifest
     # Map: units planned from the inputs (only when building), each processed into one part.
-    plan_units: Callable[[RunConfig, Any], list[Any]] = lambda cfg, inputs: []
+    plan_units: Callable[[RunConfig, Workspace, Any], list[Any]] = lambda cfg, ws, inputs: []
     unit_key: Callable[[Any, Section], str] | None = None
     process: Callable[[Any, str, Section, VersionBuilder], PartResult] | None = None
     reduce: Reduce | None = None
@@ -87,13 +87,14 @@ def begin(stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False) -
             cfg,
             up_to_date=True,
         )
-    version = _fresh_folder(ws, stage.name, key) if force else key
+    version = _forced_folder(ws, stage.name, key) if force else key
     builder = VersionBuilder(ws, stage.name, version)
     build = Build(stage, version, key, section, inputs, builder, cfg, raw_inputs)
-    units = stage.plan_units(cfg, raw_inputs)
+    units = stage.plan_units(cfg, ws, raw_inputs)
     keyed = [(unit, stage.unit_key(unit, section)) for unit in units]
     build.keys = [k for _, k in keyed]
-    build.done = {} if force else build.builder.finished_parts(set(build.keys))
+    # A forced build reuses nothing but what it made itself before it was killed.
+    build.done = build.builder.finished_parts(set(build.keys), elsewhere=not force)
     build.todo = [(unit, k) for unit, k in keyed if k not in build.done]
     return build
 
@@ -172,20 +173,24 @@ def run(
 
 
 def _committed_with_key(ws: Workspace, stage: str, key: str) -> str | None:
-    """The committed folder holding version `key`: the current one if it does, else any."""
+    """The committed folder holding version `key`: the current one if it does, else the
+    newest (a forced rebuild is newer than what it rebuilt)."""
     current = ws.current_version(stage)
     candidates = [current] if current else []
-    candidates += [v for v in ws.committed_versions(stage) if v.startswith(key)]
+    candidates += [v for v in reversed(ws.committed_versions(stage)) if v.startswith(key)]
     for version in candidates:
         if ws.is_committed(stage, version) and Dataset(ws, stage, version).manifest.key == key:
             return version
     return None
 
 
-def _fresh_folder(ws: Workspace, stage: str, key: str) -> str:
-    """A forced rebuild keeps the version key but gets its own folder: `<key>-r<N>`."""
+def _forced_folder(ws: Workspace, stage: str, key: str) -> str:
+    """A forced rebuild keeps the version key but gets its own folder, `<key>-r<N>`: a killed
+    one's folder (to resume it), else a new one."""
     taken = set(ws.versions(stage))
     n = 1
     while f"{key}-r{n}" in taken:
+        if not ws.is_committed(stage, f"{key}-r{n}"):
+            return f"{key}-r{n}"
         n += 1
     return f"{key}-r{n}"

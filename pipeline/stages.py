@@ -18,7 +18,9 @@ EXTRACT = MapStage(
     section=lambda cfg: cfg.extract,
     list_inputs=extract.list_inputs,
     describe_inputs=extract.version_inputs,
-    plan_units=lambda cfg, files: extract.plan_units(files, int(cfg.runner.chunk_mb * 2**20)),
+    plan_units=lambda cfg, ws, files: extract.plan_units(
+        ws, files, int(cfg.runner.chunk_mb * 2**20)
+    ),
     unit_key=extract.unit_key,
     process=extract.process_unit,
 )

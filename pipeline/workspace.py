@@ -142,29 +142,38 @@ class Workspace:
 
     # ----- input files -----
 
+    @contextmanager
+    def cache(self, name: str) -> Iterator[dict[str, Any]]:
+        """A JSON dict kept in <root>/cache/<name>.json, written back if the block changed it.
+        Only facts derived from file contents belong here: losing it only costs time."""
+        path = f"cache/{name}.json"
+        data = self.storage.read_json(path) if self.storage.exists(path) else {}
+        before = json.dumps(data, sort_keys=True)
+        yield data
+        if json.dumps(data, sort_keys=True) != before:
+            self.storage.write_json(path, data)
+
     def file_digests(self, urls: list[str]) -> dict[str, tuple[str, int]]:
         """url -> (sha256, size) of input files, local or remote. Digests are cached by
-        (size, mtime) in the workspace, so `status` does not rehash unchanged inputs."""
-        cache_path = "cache/file-digests.json"
-        cache = self.storage.read_json(cache_path) if self.storage.exists(cache_path) else {}
-        result, changed = {}, False
-        for url in urls:
-            fs, path = fsspec.core.url_to_fs(url)
-            info = fs.info(path)
-            # Local files: inode and ctime too, so a same-size file copied in with its old
-            # mtime (cp -p, rsync -t) is still seen as changed. Object stores: the ETag.
-            stamp = ":".join(
-                str(info.get(field, ""))
-                for field in ("size", "mtime", "ino", "created", "LastModified", "ETag")
-            )
-            entry = cache.get(url)
-            if not entry or entry["stamp"] != stamp:
-                entry = {"stamp": stamp, "sha256": sha256_file(fs, path), "size": info["size"]}
-                cache[url], changed = entry, True
-            result[url] = (entry["sha256"], entry["size"])
-        if changed:
-            self.storage.write_json(cache_path, cache)
-        return result
+        (size, mtime, ...) in the workspace, so `status` does not rehash unchanged inputs."""
+        with self.cache("file-digests") as cache:
+            return {url: self._file_digest(url, cache) for url in urls}
+
+    @staticmethod
+    def _file_digest(url: str, cache: dict[str, Any]) -> tuple[str, int]:
+        fs, path = fsspec.core.url_to_fs(url)
+        info = fs.info(path)
+        # Local files: inode and ctime too, so a same-size file copied in with its old mtime
+        # (cp -p, rsync -t) is still seen as changed. Object stores: the ETag.
+        stamp = ":".join(
+            str(info.get(field, ""))
+            for field in ("size", "mtime", "ino", "created", "LastModified", "ETag")
+        )
+        entry = cache.get(url)
+        if not entry or entry["stamp"] != stamp:
+            entry = {"stamp": stamp, "sha256": sha256_file(fs, path), "size": info["size"]}
+            cache[url] = entry
+        return entry["sha256"], entry["size"]
 
     # ----- the lock -----
 

@@ -106,3 +106,17 @@ def test_killed_at_seeded_crash_points_then_resumed_matches_uninterrupted(tmp_pa
     assert _content(ws, new_version) == expected
     assert set(ws.versions("extract")) == {old_version, new_version}  # dead builds cleaned
     assert not list((tmp_path / "crashing" / "workspace").rglob("*.tmp-*"))
+
+
+def test_a_killed_forced_rebuild_resumes_its_own_folder(tmp_path):
+    _inputs(tmp_path / "in")
+    config = write_config(tmp_path, [str(tmp_path / "in" / "*.warc.gz")])
+    assert _cli(config).returncode == 0
+    ws = Workspace(str(tmp_path / "workspace"))
+    first = ws.current_version("extract")
+    assert _cli(config, "--force", crash="unit.done:2").returncode == CRASH_EXIT_CODE
+    resumed = _cli(config, "--force")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert ws.current_version("extract") == f"{first}-r1"
+    assert "2 reused" in resumed.stdout  # the two units the killed run finished
+    assert _content(ws, first)[:2] == _content(ws, f"{first}-r1")[:2]
