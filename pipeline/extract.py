@@ -8,7 +8,8 @@ Every response ends up as a document or in `rejected/` with a reason: `revisit` 
 `not_web` (no http(s) URI), `http_status`, `content_type` (not HTML or plain text),
 `too_large`, `truncated_record`, `empty_extraction`,
 `extract_timeout`, `extract_error`. A corrupt or truncated file yields the records before the
-damage, and the error (file and byte offset) is recorded in the manifest.
+damage, and the error (file and byte offset) is recorded in the manifest. Plain-text bodies of
+`book` sources lose Project Gutenberg's license header and footer (pipeline/gutenberg.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import fsspec
 import trafilatura
 from trafilatura.utils import decode_file, load_html
 
+from pipeline import gutenberg
 from pipeline.config import ConfigError, ExtractConfig, RunConfig
 from pipeline.crash import crash_point
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
@@ -42,7 +44,7 @@ from pipeline.workspace import Workspace
 
 NAME = "extract"
 # What the output depends on besides the config: this module, and the libraries that parse.
-CODE_VERSION = f"2+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
+CODE_VERSION = f"3+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}
@@ -270,7 +272,11 @@ def record_to_document(
 
     text, charset = decode_payload(payload, declared_charset, media_type in HTML_TYPES)
     doc["charset"] = charset
-    if media_type in TEXT_TYPES:
+    if media_type in TEXT_TYPES and file.kind == "book":
+        doc["text"], found = gutenberg.strip_boilerplate(text)
+        doc["flags"] = ["gutenberg_no_markers"] if found == "no_markers" else None
+        doc["language"] = _language(language_header)
+    elif media_type in TEXT_TYPES:
         doc["text"] = text.replace("\r\n", "\n").replace("\r", "\n").strip()
         doc["language"] = _language(language_header)
     else:

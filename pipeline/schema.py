@@ -36,6 +36,8 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("tags", pa.string()),
         pa.field("license", pa.string()),
         pa.field("language", pa.string()),
+        # what a stage noticed but did not act on, e.g. "gutenberg_no_markers"
+        pa.field("flags", pa.list_(pa.string())),
     ]
 )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import extract, shards, tokenizer
-from pipeline.config import RunConfig
+from pipeline.config import ConfigError, RunConfig
 from pipeline.datasets import Dataset, DatasetError
 from pipeline.stage import MapStage, target_key
 from pipeline.workspace import Workspace
@@ -100,7 +100,7 @@ def stage_status(
     ]
     try:
         key, inputs = target_key(stage, cfg, ws)
-    except DatasetError as exc:
+    except (DatasetError, ConfigError) as exc:  # e.g. an input glob that matches nothing now
         key, inputs, behind = None, None, [*behind, str(exc)]
     if key is not None and key != manifest.key:
         behind += _why_stale(stage, cfg, manifest, inputs)

@@ -304,3 +304,60 @@ def test_language_tags():
         None,
         None,
     ]
+
+
+BOOK_ENDS = {  # first and last words of the book's own text, as printed
+    "11.txt": ("ALICE'S ADVENTURES IN WONDERLAND", "THE END"),
+    "84.txt": ("Frankenstein,", "lost in darkness and distance."),
+    "1342.txt": ("PRIDE AND PREJUDICE", "been the means of uniting them."),
+    "972.txt": ("THE DEVIL'S DICTIONARY", "sheds its horn every two years."),
+    "24675-8.txt": ("ELK DEEL IS AFZONDERLIJK VERKRIJGBAAR", None),  # ISO-8859-1, Dutch
+    "44157-0.txt": ("Au lecteur.", None),  # UTF-8 with a byte-order mark, French
+}
+
+
+@needs_shared_data
+def test_gutenberg_books_lose_the_license_and_keep_their_text(tmp_path):
+    books = sorted((SHARED_DATA / "gutenberg" / "books").iterdir())
+    records = [
+        {
+            "url": f"https://mirror.example/{p.name}",
+            "body": p.read_bytes(),
+            "content_type": "text/plain",
+        }
+        for p in books
+    ]
+    warc = write_warc(tmp_path / "in" / "books.warc.gz", records)
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"workspace: {tmp_path / 'ws'}\nrunner: {{task_runner: serial}}\n"
+        f"sources: [{{name: gutenberg, kind: book, warc: ['{warc}']}}]\n"
+    )
+    _, ws = _run(path)
+    docs = {
+        d["url"].rsplit("/", 1)[1]: d for d in Dataset.current(ws, "extract").read().to_pylist()
+    }
+    assert len(docs) == 10
+    for name, doc in docs.items():
+        assert "gutenberg" not in doc["text"].lower(), name
+        assert doc["flags"] is None and len(doc["text"]) > 100_000, name
+    for name, (first, last) in BOOK_ENDS.items():
+        assert docs[name]["text"].lstrip().startswith(first), name
+        assert last is None or docs[name]["text"].rstrip().endswith(last), name
+    assert "Größ" not in docs["24675-8.txt"]["text"] and "ë" in docs["24675-8.txt"]["text"]
+
+
+def test_a_book_without_markers_is_kept_whole_and_flagged(tmp_path):
+    body = b"CHAPTER I\n\nA book that never mentions its origin.\n"
+    warc = write_warc(
+        tmp_path / "in" / "b.warc.gz",
+        [{"url": "https://books.example/1.txt", "body": body, "content_type": "text/plain"}],
+    )
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"workspace: {tmp_path / 'ws'}\nrunner: {{task_runner: serial}}\n"
+        f"sources: [{{name: b, kind: book, warc: ['{warc}']}}]\n"
+    )
+    _, ws = _run(path)
+    (doc,) = Dataset.current(ws, "extract").read().to_pylist()
+    assert doc["text"] == body.decode().strip() and doc["flags"] == ["gutenberg_no_markers"]
