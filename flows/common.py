@@ -66,7 +66,9 @@ def run_map_stage(
             results = [unit_task(*arg) for arg in args]
         elif args:
             if cfg.runner.task_runner == "threads":
-                get_run_logger().warning("threads cannot interrupt a page: no per-page time limit")
+                get_run_logger().warning(
+                    "on threads, time limits inside units (extract.timeout_s) cannot interrupt"
+                )
             workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
             futures = unit_task.map(*(list(column) for column in zip(*args, strict=True)))
             wait(futures)  # every unit ends before an error releases the lock
