@@ -11,10 +11,9 @@ What it measures
   BPE, a small vocabulary, 2% of the documents held out as `val`), shards, and train (a GPT
   from scratch under a wall-time budget, `train.time_budget_s`).
 
-  Before training, a few optimizer steps of the same model on the same batches are timed, and
-  `train.max_steps` is set so that the warmup + cosine schedule ends at about the time budget
-  (`max_steps` = budget x 0.98 / median seconds per step, less the periodic evaluations); the budget
-  still stops the run if the machine turns out slower.
+  The learning rate follows `train.schedule: time`: after the warmup steps, the cosine decay
+  runs on the clock and reaches `min_lr` when the time budget ends, whatever the machine's
+  speed.
 
   - `val_bits_per_byte`: the trained model on the WHOLE last 10% of the text (not the small
     `val` split of the corpus, and not the 64-window sample logged during training): the run's
@@ -62,7 +61,6 @@ import argparse
 import io
 import json
 import math
-import statistics
 import tempfile
 import time
 import uuid
@@ -98,7 +96,8 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.1,
 }
 EVAL_WINDOWS = 32  # windows per set for the evaluations logged during training
-EVALS_DURING_TRAINING = 4  # how many of them the schedule makes room for
+EVAL_INTERVAL = 400  # steps between the evaluations logged during training
+MAX_STEPS = 1_000_000
 
 
 def log(message: str) -> None:
@@ -169,9 +168,7 @@ def write_warc(docs: list[str], path: Path) -> None:
             writer.write_record(record)
 
 
-def write_config(
-    folder: Path, warc: Path, eval_text: Path, args: argparse.Namespace, max_steps: int
-) -> Path:
+def write_config(folder: Path, warc: Path, eval_text: Path, args: argparse.Namespace) -> Path:
     import yaml
 
     config = {
@@ -193,13 +190,14 @@ def write_config(
             "learning_rate": args.lr,
             "min_lr": args.min_lr,
             "warmup_steps": args.warmup,
-            "max_steps": max_steps,
+            "max_steps": MAX_STEPS,  # never reached: the time budget ends the run
             "time_budget_s": args.budget,
+            "schedule": "time",
             "weight_decay": args.weight_decay,
             "grad_clip": 1.0,
-            "eval_interval": max(1, max_steps // EVALS_DURING_TRAINING),
+            "eval_interval": EVAL_INTERVAL,
             "eval_windows": EVAL_WINDOWS,
-            "checkpoint_interval": max_steps,  # one checkpoint, at the end
+            "checkpoint_interval": MAX_STEPS,  # one checkpoint, at the end
             "sample_tokens": 64,
             "device": "cpu",
             "seed": 1337,
@@ -208,59 +206,6 @@ def write_config(
     path = folder / "run.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
-
-
-# ----- calibration: seconds per optimizer step -----
-
-
-def seconds_per_step(cfg: Any, train_tokens: Any, vocab_size: int, steps: int = 15) -> float:
-    """Time a few steps of a throwaway model of the configured size on real batches."""
-    import torch
-
-    from model.data import WindowLoader
-    from model.gpt import GPT
-    from model.train import model_config
-
-    tc = cfg.train
-    torch.manual_seed(tc.seed)
-    model = GPT(model_config(tc, vocab_size))
-    optimizer = model.configure_optimizers(tc.weight_decay, tc.learning_rate, (0.9, 0.95))
-    loader = WindowLoader(train_tokens, tc.context, tc.batch_size, tc.seed + 1)
-
-    def step() -> None:
-        x, y = loader.next_batch()
-        _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(3):  # warm-up: allocations, thread pool
-        step()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)  # a stall of the machine moves the mean, not the median
-
-
-def seconds_per_eval(cfg: Any, vocab_size: int, sets: int = 2) -> float:
-    """Time one evaluation as train() runs it (eval_windows windows on each of `sets` sets)."""
-    import torch
-
-    from model.gpt import GPT
-    from model.train import model_config
-
-    tc = cfg.train
-    model = GPT(model_config(tc, vocab_size)).eval()
-    windows = torch.randint(0, vocab_size, (tc.eval_windows, tc.context + 1))
-    started = time.perf_counter()
-    with torch.no_grad():
-        for _ in range(sets):
-            for batch in windows.split(16):
-                model(batch[:, :-1], batch[:, 1:])
-    return time.perf_counter() - started
 
 
 # ----- scoring -----
@@ -373,8 +318,7 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
         f"evaluation set {len(held_out):,}"
     )
 
-    config = write_config(folder, warc, eval_text, args, max_steps=1)
-    cfg = load_config(config)
+    cfg = load_config(write_config(folder, warc, eval_text, args))
     ws = Workspace(cfg.workspace_root)
     for stage in (EXTRACT, TOKENIZER, SHARDS):
         stage_started = time.perf_counter()
@@ -391,18 +335,6 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
         f"eval {len(eval_tokens):,} "
         f"({eval_counts['bytes'] / eval_counts['tokens']:.2f} bytes per token)"
     )
-
-    # Fit the schedule to the budget: max_steps from the measured time per step.
-    per_step = seconds_per_step(cfg, train_tokens, vocab_size)
-    per_eval = seconds_per_eval(cfg, vocab_size)
-    room = args.budget * 0.98 - EVALS_DURING_TRAINING * per_eval
-    max_steps = max(args.warmup + 1, int(room / per_step))
-    log(
-        f"calibration: {per_step * 1000:.0f} ms/step "
-        f"({cfg.train.batch_size * cfg.train.context / per_step:,.0f} tokens/s), "
-        f"{per_eval:.2f} s/eval: max_steps {max_steps} for a {args.budget:.0f} s budget"
-    )
-    cfg = load_config(write_config(folder, warc, eval_text, args, max_steps))
 
     result = train(cfg, ws, log=lambda m: log(f"train: {m}"))
     train_s = float(result["train_s"])
@@ -435,10 +367,8 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
         "train_s": round(train_s, 2),
         "wall_s": round(time.perf_counter() - started, 2),
         "steps": int(result["step"]),
-        "max_steps": max_steps,
         "train_tokens_seen": trained_tokens,
         "epochs": round(trained_tokens / len(train_tokens), 2),
-        "calibration_ms_per_step": round(per_step * 1000, 1),
         "bytes_per_token": round(eval_counts["bytes"] / eval_counts["tokens"], 4),
         "tokens": {
             "train": len(train_tokens),

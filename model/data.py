@@ -1,7 +1,8 @@
 """Batches for training: windows of context + 1 tokens cut from one split's token stream.
 
-The order is a seeded permutation of the windows, drawn anew each epoch, so it is the same for
-the same seed; the cursor (epoch, position) is saved in checkpoints and restored exactly. With
+Each epoch cuts the stream at a new offset and serves the windows in a new order, both drawn
+from (seed, epoch): the model sees other windows each epoch, and the order is the same for the
+same seed. The cursor (epoch, position) is saved in checkpoints and restored exactly. With
 several processes (DDP), each takes its own slice of every global batch.
 """
 
@@ -37,29 +38,32 @@ class WindowLoader:
         rank: int = 0,
         world_size: int = 1,
     ):
-        self.windows = (len(tokens) - 1) // context
-        if self.windows < batch_size * world_size:
+        if (len(tokens) - context) // context < batch_size * world_size:
             raise ValueError(
-                f"{len(tokens)} tokens make {self.windows} windows of {context}: fewer than one "
-                f"batch of {batch_size * world_size}; lower train.batch_size or train.context"
+                f"{len(tokens)} tokens make too few windows of {context} for one batch of "
+                f"{batch_size * world_size}; lower train.batch_size or train.context"
             )
         self.tokens = torch.from_numpy(tokens.astype(np.int64))
         self.context, self.batch_size, self.seed = context, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.cursor = Cursor()
-        self._order = self._permutation(0)
+        self._plan_epoch(0)
 
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.windows)
+    def _plan_epoch(self, epoch: int) -> None:
+        """This epoch's offset and window order, from (seed, epoch) alone."""
+        rng = np.random.default_rng([self.seed, epoch])
+        self._offset = int(rng.integers(self.context))
+        self.windows = (len(self.tokens) - 1 - self._offset) // self.context
+        self._order = rng.permutation(self.windows)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets), each (batch_size, context): this process's part of the batch."""
         global_batch = self.batch_size * self.world_size
         if self.cursor.position + global_batch > self.windows:  # the rest of an epoch is dropped
             self.cursor = Cursor(self.cursor.epoch + 1, 0)
-            self._order = self._permutation(self.cursor.epoch)
+            self._plan_epoch(self.cursor.epoch)
         start = self.cursor.position + self.rank * self.batch_size
-        picked = self._order[start : start + self.batch_size] * self.context
+        picked = self._offset + self._order[start : start + self.batch_size] * self.context
         self.cursor.position += global_batch
         rows = torch.stack([self.tokens[i : i + self.context + 1] for i in picked])
         return rows[:, :-1], rows[:, 1:]
@@ -69,7 +73,7 @@ class WindowLoader:
 
     def load_state(self, state: dict[str, int]) -> None:
         self.cursor = Cursor(int(state["epoch"]), int(state["position"]))
-        self._order = self._permutation(self.cursor.epoch)
+        self._plan_epoch(self.cursor.epoch)
 
 
 def eval_windows(tokens: np.ndarray, context: int, max_windows: int) -> torch.Tensor:

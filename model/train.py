@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_model, save_model
@@ -39,11 +38,15 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to learning_rate, then cosine decay to min_lr at max_steps."""
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr at max_steps, or, with
+    `schedule: time`, at the end of this session's time budget (whatever the machine's speed)."""
     if step < cfg.warmup_steps:
         return cfg.learning_rate * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    if cfg.schedule == "time" and cfg.time_budget_s:
+        progress = min(1.0, elapsed_s / cfg.time_budget_s)
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
 
 
@@ -100,11 +103,11 @@ def evaluate(model: GPT, sets: dict[str, tuple[torch.Tensor, float]], device: st
     model.eval()
     results = {}
     for name, (windows, tokens_per_byte) in sets.items():
-        losses = []
-        for batch in windows.split(16):
+        total = 0.0
+        for batch in windows.split(16):  # a smaller last batch weighs by its size
             batch = batch.to(device)
-            losses.append(model(batch[:, :-1], batch[:, 1:])[1].item())
-        loss = float(np.mean(losses))
+            total += model(batch[:, :-1], batch[:, 1:])[1].item() * len(batch)
+        loss = total / len(windows)
         results[f"{name}_loss"] = round(loss, 5)
         results[f"{name}_bits_per_byte"] = round(loss / math.log(2) * tokens_per_byte, 5)
     model.train()
@@ -214,8 +217,9 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
     first_step = step
     while step < tc.max_steps:
         crash_point("train.step")
+        lr = lr_at(step, tc, _agreed(time.perf_counter() - started, world_size, device))
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, tc)
+            group["lr"] = lr
         step_started = time.perf_counter()
         loss_sum = 0.0
         for micro in range(tc.grad_accum):
@@ -237,16 +241,15 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
         optimizer.zero_grad(set_to_none=True)
         step += 1
         elapsed = time.perf_counter() - started
-        out_of_time = tc.time_budget_s is not None and elapsed >= tc.time_budget_s
-        if world_size > 1 and tc.time_budget_s is not None:  # every process stops together
-            flag = torch.tensor([float(out_of_time)], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            out_of_time = bool(flag.item())
+        # every process stops together
+        out_of_time = tc.time_budget_s is not None and (
+            _agreed(elapsed, world_size, device) >= tc.time_budget_s
+        )
         done = step >= tc.max_steps or out_of_time
         last = {
             "step": step,
             "loss": round(loss_value, 5),
-            "lr": float(f"{lr_at(step - 1, tc):.6g}"),
+            "lr": float(f"{lr:.6g}"),
             "grad_norm": round(float(grad_norm), 4),
             "tokens_per_s": round(tokens_per_step / (time.perf_counter() - step_started), 1),
             "elapsed_s": round(elapsed, 2),
@@ -401,6 +404,16 @@ MODEL_AND_DATA_KEYS = (
     "grad_accum",
     "seed",
 )
+
+
+def _agreed(seconds: float, world_size: int, device: str) -> float:
+    """The same elapsed time on every process (the slowest one's), so that time-driven
+    decisions (learning rate, stopping) agree."""
+    if world_size == 1:
+        return seconds
+    value = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
 
 
 def _distributed() -> tuple[int, int]:

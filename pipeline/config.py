@@ -127,6 +127,8 @@ class TrainConfig(Section):
     warmup_steps: int = Field(default=50, ge=0)
     max_steps: int = Field(default=1000, ge=1)
     time_budget_s: float | None = Field(default=None, gt=0)  # stop (and checkpoint) after this
+    # the cosine decay ends at max_steps, or ("time") when this session's time budget ends
+    schedule: Literal["steps", "time"] = "steps"
     weight_decay: float = Field(default=0.1, ge=0)
     beta1: float = 0.9
     beta2: float = 0.95
@@ -141,6 +143,12 @@ class TrainConfig(Section):
     # the machine
     device: str = "auto"  # auto: cuda when there is one
     compile: bool = False  # torch.compile (CUDA only; no faster on small CPUs)
+
+    @model_validator(mode="after")
+    def _time_schedule_needs_a_budget(self) -> TrainConfig:
+        if self.schedule == "time" and self.time_budget_s is None:
+            raise ValueError("schedule: time needs time_budget_s")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TrainConfig:

@@ -228,3 +228,27 @@ def test_resuming_with_other_model_settings_is_refused(shards_workspace):
     assert run_status(cfg, Workspace(cfg.workspace_root))["reasons"] == [
         "train.context changed: 32 -> 16"
     ]
+
+
+def test_time_schedule_decays_by_the_clock():
+    cfg = TrainConfig(
+        learning_rate=1.0,
+        min_lr=0.0,
+        warmup_steps=0,
+        max_steps=10**6,
+        time_budget_s=100,
+        schedule="time",
+    )
+    assert lr_at(5, cfg, elapsed_s=0) == pytest.approx(1.0)
+    assert lr_at(5, cfg, elapsed_s=50) == pytest.approx(0.5)
+    assert lr_at(5, cfg, elapsed_s=100) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="needs time_budget_s"):
+        TrainConfig(schedule="time")
+
+
+def test_each_epoch_cuts_windows_at_a_new_offset():
+    loader = WindowLoader(np.arange(10_000, dtype=np.uint16), context=10, batch_size=4, seed=1)
+    starts = set()
+    for _ in range(3000):  # about twelve epochs
+        starts |= {int(row[0]) % 10 for row in loader.next_batch()[0]}
+    assert len(starts) > 3
