@@ -98,7 +98,7 @@ def _decode_documents(ws: Workspace, split: str) -> list[str]:
 
 
 def test_shards_decode_to_exactly_the_dataset_text(tmp_path):
-    config = _workspace(tmp_path, real_books=True)
+    config = _workspace(tmp_path, real_books=True, shards={"shard_mb": 0.005})  # several shards
     _build(config, EXTRACT, TOKENIZER, SHARDS)
     ws = Workspace(str(tmp_path / "workspace"))
     texts = Dataset.current(ws, "extract").read(["text"]).column("text").to_pylist()
