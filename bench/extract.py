@@ -32,26 +32,28 @@ import os
 import sys
 
 # Run as a script, this file's folder comes first on sys.path, where bench/tokenize.py would
-# shadow the standard library's `tokenize` (which `dataclasses` imports): take the folder off.
+# shadow the standard library's `tokenize`: put the repository root there instead.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
 import gzip
 import io
 import json
 import re
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._common import REPO, logger, run_benchmark, shared_data, versions
+
+log = logger("bench/extract")
+
 CORPUS = "trafilatura-eval"
 SOURCE_NAME = "trafilatura-eval"
 STAND_IN_BASE = "https://trafilatura-eval.invalid/"
@@ -85,16 +87,8 @@ class Page:
 
 
 def corpus_dir() -> Path:
-    """The evaluation corpus folder, or exit with a message saying where it was looked for."""
-    shared = os.environ.get("TEXTMILL_SHARED_DATA") or str(REPO.parent / "shared" / "data")
-    folder = Path(shared) / CORPUS
-    if not (folder / "evaldata.json").is_file():
-        sys.exit(
-            f"bench/extract.py: no evaluation corpus at {folder} (evaldata.json missing).\n"
-            f"Put trafilatura-eval under {Path(shared)} or set TEXTMILL_SHARED_DATA to the "
-            "folder that holds it."
-        )
-    return folder
+    """The evaluation corpus folder, or exit 1 saying where it was looked for."""
+    return shared_data("bench/extract.py", f"{CORPUS}/evaldata.json") / CORPUS
 
 
 def load_pages(folder: Path, limit: int | None) -> list[Page]:
@@ -317,27 +311,6 @@ def run_direct(pages: list[Page]) -> tuple[dict[str, str], float, int]:
 # ----- plumbing -----
 
 
-def log(message: str) -> None:
-    print(f"[bench/extract] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def json_stdout() -> Iterator[io.TextIOWrapper]:
-    """Send everything written to stdout (by Prefect, the server, worker processes) to stderr
-    and yield the real stdout, for the JSON result alone."""
-    sys.stdout.flush()
-    real = os.dup(1)
-    os.dup2(2, 1)
-    out = os.fdopen(real, "w", encoding="utf-8")
-    try:
-        yield out
-    finally:
-        sys.stdout.flush()
-        out.flush()
-        os.dup2(real, 1)
-        out.close()
-
-
 def prepare_environment(prefect_home: Path, keep_api_url: bool) -> None:
     """Prefect reads its settings when imported: set them first, in a private home."""
     prefect_home.mkdir(parents=True, exist_ok=True)
@@ -348,18 +321,6 @@ def prepare_environment(prefect_home: Path, keep_api_url: bool) -> None:
         os.environ.pop("PREFECT_API_URL", None)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("trafilatura", "lxml", "warcio", "prefect"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "missing"
-    return found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -477,7 +438,7 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
             "warc_bytes": warc.stat().st_size,
             "warc_write_s": round(warc_s, 2),
             "cpu_count": os.cpu_count(),
-            "versions": versions(),
+            "versions": versions("trafilatura", "lxml", "warcio", "prefect"),
             "targets": TARGETS,
             "total_s": round(time.perf_counter() - bench_started, 2),
         }
@@ -490,18 +451,7 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    data = corpus_dir()
-    with json_stdout() as out:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            figures = benchmark(args, data, args.keep.resolve())
-            log(f"kept the WARC and workspace in {args.keep}")
-        else:
-            with tempfile.TemporaryDirectory(prefix="textmill-bench-extract-") as tmp:
-                figures = benchmark(args, data, Path(tmp))
-        out.write(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
-    return 0
+    return run_benchmark("extract", parse_args(argv), corpus_dir(), benchmark)
 
 
 if __name__ == "__main__":

@@ -45,28 +45,36 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this file's folder comes first on sys.path, where its name would shadow the
-# standard library's `tokenize` (imported by inspect, dataclasses, linecache): drop that entry
-# before anything else is imported.
+# Run as a script, this file's folder comes first on sys.path, where bench/tokenize.py would
+# shadow the standard library's `tokenize`: put the repository root there instead.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
 import cProfile
 import io
-import json
 import pstats
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._common import (
+    REPO,
+    logger,
+    run_benchmark,
+    shared_data,
+    speech_documents,
+    versions,
+    write_text_warc,
+)
+
+log = logger("bench/tokenize")
+
 SHAKESPEARE = Path("tinyshakespeare") / "input.txt"
 BOOKS = Path("gutenberg") / "books"
 DOC_CHARS = 3000  # Shakespeare speeches are grouped into documents of about this size
@@ -87,23 +95,6 @@ class Doc:
     text: str
 
 
-def data_dir() -> Path:
-    """The shared data folder, or exit 1 with a message saying where it was looked for."""
-    shared = Path(os.environ.get("TEXTMILL_SHARED_DATA") or REPO.parent / "shared" / "data")
-    missing = [p for p in (shared / SHAKESPEARE, shared / BOOKS) if not p.exists()]
-    if not missing and not any((shared / BOOKS).glob("*.txt")):
-        missing.append(shared / BOOKS / "*.txt")
-    if missing:
-        print(
-            f"bench/tokenize.py: missing {', '.join(map(str, missing))}.\n"
-            f"Put tinyshakespeare/ and gutenberg/books/ under {shared} or set "
-            "TEXTMILL_SHARED_DATA to the folder that holds them.",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    return shared
-
-
 def read_text(path: Path) -> str:
     """UTF-8 (a BOM is dropped), else ISO-8859-1; CRLF and lone CR become LF."""
     raw = path.read_bytes()
@@ -114,26 +105,10 @@ def read_text(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def shakespeare_docs(text: str, target: int = DOC_CHARS) -> list[str]:
-    """Blank-line separated speeches, joined in order into documents of about `target` chars."""
-    docs, group, size = [], [], 0
-    for speech in text.split("\n\n"):
-        if not speech.strip():
-            continue
-        group.append(speech)
-        size += len(speech) + 2
-        if size >= target:
-            docs.append("\n\n".join(group))
-            group, size = [], 0
-    if group:
-        docs.append("\n\n".join(group))
-    return docs
-
-
 def load_docs(data: Path) -> list[Doc]:
     docs = [
         Doc("shakespeare", f"https://tinyshakespeare.invalid/doc-{n:04d}", text)
-        for n, text in enumerate(shakespeare_docs(read_text(data / SHAKESPEARE)))
+        for n, text in enumerate(speech_documents(read_text(data / SHAKESPEARE), DOC_CHARS))
     ]
     for path in sorted((data / BOOKS).glob("*.txt")):
         docs.append(
@@ -143,30 +118,6 @@ def load_docs(data: Path) -> list[Doc]:
 
 
 # ----- the WARC and the run config -----
-
-
-def write_warc(docs: list[Doc], path: Path) -> None:
-    """One gzipped `response` record per document; ids and dates fixed, so runs repeat."""
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
-    with path.open("wb") as fh:
-        writer = WARCWriter(fh, gzip=True)
-        for doc in docs:
-            http_headers = StatusAndHeaders(
-                "200 OK", [("Content-Type", "text/plain; charset=utf-8")], protocol="HTTP/1.1"
-            )
-            record = writer.create_warc_record(
-                doc.url,
-                "response",
-                payload=io.BytesIO(doc.text.encode("utf-8")),
-                http_headers=http_headers,
-                warc_headers_dict={
-                    "WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, doc.url)}>",
-                    "WARC-Date": "2024-01-01T00:00:00Z",
-                },
-            )
-            writer.write_record(record)
 
 
 def write_config(folder: Path, warc: Path, workspace: Path) -> Path:
@@ -282,7 +233,7 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
 
     docs = load_docs(data)
     warc = folder / "books.warc.gz"
-    write_warc(docs, warc)
+    write_text_warc([(doc.url, doc.text) for doc in docs], warc)
     log(
         f"{len(docs)} documents ({sum(d.source == 'shakespeare' for d in docs)} Shakespeare, "
         f"{sum(d.source == 'gutenberg' for d in docs)} books) in {warc}"
@@ -403,7 +354,7 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
         "repeats": args.repeats,
         "task_runner": "serial",
         "cpu_count": os.cpu_count(),
-        "versions": versions(),
+        "versions": versions("tokenizers", "pyarrow", "numpy", "warcio"),
         "targets": TARGETS,
     }
     figures["targets_met"] = figures["ratio_to_raw"] >= TARGETS["ratio_to_raw"]
@@ -418,39 +369,6 @@ def _bytes_per_token(splits: dict[str, dict[str, Any]], names: tuple[str, ...]) 
 
 
 # ----- plumbing -----
-
-
-def log(message: str) -> None:
-    print(f"[bench/tokenize] {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def json_stdout() -> Iterator[io.TextIOWrapper]:
-    """Send everything written to stdout (progress bars included) to stderr and yield the real
-    stdout, for the JSON result alone."""
-    sys.stdout.flush()
-    real = os.dup(1)
-    os.dup2(2, 1)
-    out = os.fdopen(real, "w", encoding="utf-8")
-    try:
-        yield out
-    finally:
-        sys.stdout.flush()
-        out.flush()
-        os.dup2(real, 1)
-        out.close()
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("tokenizers", "pyarrow", "numpy", "warcio"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "missing"
-    return found
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -490,18 +408,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    data = data_dir()
-    with json_stdout() as out:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            figures = benchmark(args, data, args.keep.resolve())
-            log(f"kept the WARC and workspace in {args.keep}")
-        else:
-            with tempfile.TemporaryDirectory(prefix="textmill-bench-tokenize-") as tmp:
-                figures = benchmark(args, data, Path(tmp))
-        out.write(json.dumps(figures, indent=2) + "\n")
-    return 0
+    data = shared_data("bench/tokenize.py", SHAKESPEARE, f"{BOOKS}/11.txt")
+    return run_benchmark("tokenize", parse_args(argv), data, benchmark)
 
 
 if __name__ == "__main__":

@@ -53,24 +53,20 @@ import os
 import sys
 
 # Run as a script, this file's folder comes first on sys.path, where bench/tokenize.py would
-# shadow the standard library's `tokenize` (which `dataclasses` imports): take the folder off.
+# shadow the standard library's `tokenize`: put the repository root there instead.
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
-import io
-import json
 import math
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `pipeline` and `model`, also when run from elsewhere
+from bench._common import logger, run_benchmark, shared_data, speech_documents, write_text_warc
+
+log = logger("bench/train")
 
 SHAKESPEARE = Path("tinyshakespeare") / "input.txt"
 EVAL_NAME = "shakespeare_last10"
@@ -100,72 +96,13 @@ EVAL_INTERVAL = 400  # steps between the evaluations logged during training
 MAX_STEPS = 1_000_000
 
 
-def log(message: str) -> None:
-    print(f"[bench/train] {message}", file=sys.stderr, flush=True)
-
-
 # ----- the corpus -----
-
-
-def data_dir() -> Path:
-    """The shared data folder, or exit 1 with a message saying where it was looked for."""
-    shared = Path(os.environ.get("TEXTMILL_SHARED_DATA") or REPO.parent / "shared" / "data")
-    if not (shared / SHAKESPEARE).exists():
-        print(
-            f"bench/train.py: missing {shared / SHAKESPEARE}.\n"
-            f"Put tinyshakespeare/input.txt under {shared} or set TEXTMILL_SHARED_DATA to the "
-            "folder that holds it.",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    return shared
 
 
 def split_text(text: str) -> tuple[str, str]:
     """(corpus, evaluation text): the first 90% of the characters and the rest, as nanoGPT."""
     cut = int(len(text) * TRAIN_FRACTION)
     return text[:cut], text[cut:]
-
-
-def documents(text: str, target: int = DOC_CHARS) -> list[str]:
-    """Blank-line separated speeches, joined in order into documents of about `target` chars."""
-    docs, group, size = [], [], 0
-    for speech in text.split("\n\n"):
-        if not speech.strip():
-            continue
-        group.append(speech)
-        size += len(speech) + 2
-        if size >= target:
-            docs.append("\n\n".join(group))
-            group, size = [], 0
-    if group:
-        docs.append("\n\n".join(group))
-    return docs
-
-
-def write_warc(docs: list[str], path: Path) -> None:
-    """One gzipped `response` record per document; ids and dates fixed, so runs repeat."""
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-
-    with path.open("wb") as fh:
-        writer = WARCWriter(fh, gzip=True)
-        for n, text in enumerate(docs):
-            url = f"https://tinyshakespeare.invalid/train/doc-{n:04d}"
-            http_headers = StatusAndHeaders(
-                "200 OK", [("Content-Type", "text/plain; charset=utf-8")], protocol="HTTP/1.1"
-            )
-            record = writer.create_warc_record(
-                url,
-                "response",
-                payload=io.BytesIO(text.encode("utf-8")),
-                http_headers=http_headers,
-                warc_headers_dict={
-                    "WARC-Record-ID": f"<urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, url)}>",
-                    "WARC-Date": "2024-01-01T00:00:00Z",
-                },
-            )
-            writer.write_record(record)
 
 
 def write_config(folder: Path, warc: Path, eval_text: Path, args: argparse.Namespace) -> Path:
@@ -309,9 +246,10 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
     started = time.perf_counter()
     text = (data / SHAKESPEARE).read_text(encoding="utf-8")
     corpus, held_out = split_text(text)
-    docs = documents(corpus)
+    docs = speech_documents(corpus, DOC_CHARS)
     warc, eval_text = folder / "shakespeare-first90.warc.gz", folder / f"{EVAL_NAME}.txt"
-    write_warc(docs, warc)
+    urls = [f"https://tinyshakespeare.invalid/train/doc-{n:04d}" for n in range(len(docs))]
+    write_text_warc(list(zip(urls, docs, strict=True)), warc)
     eval_text.write_text(held_out, encoding="utf-8")
     log(
         f"{len(text):,} chars: corpus {len(corpus):,} in {len(docs)} documents, "
@@ -406,23 +344,6 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
     return figures
 
 
-@contextmanager
-def json_stdout() -> Iterator[io.TextIOWrapper]:
-    """Send everything written to stdout (the stages' own prints included) to stderr and yield
-    the real stdout, for the JSON result alone."""
-    sys.stdout.flush()
-    real = os.dup(1)
-    os.dup2(2, 1)
-    out = os.fdopen(real, "w", encoding="utf-8")
-    try:
-        yield out
-    finally:
-        sys.stdout.flush()
-        out.flush()
-        os.dup2(real, 1)
-        out.close()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark tokenizer, shards and train on Tiny Shakespeare (bits per byte).",
@@ -466,18 +387,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    data = data_dir()
-    with json_stdout() as out:
-        if args.keep is not None:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            figures = benchmark(args, data, args.keep.resolve())
-            log(f"kept the WARC, workspace and run in {args.keep}")
-        else:
-            with tempfile.TemporaryDirectory(prefix="textmill-bench-train-") as tmp:
-                figures = benchmark(args, data, Path(tmp))
-        out.write(json.dumps(figures, indent=2) + "\n")
-    return 0
+    data = shared_data("bench/train.py", SHAKESPEARE)
+    return run_benchmark("train", parse_args(argv), data, benchmark)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import importlib
 import time
 from typing import Any
 
-from prefect import Task, get_run_logger, task
+from prefect import Flow, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
@@ -21,6 +21,17 @@ from pipeline.workspace import Workspace
 def load_run(config_path: str, overrides: list[str] | None) -> tuple[RunConfig, Workspace]:
     cfg = load_config(config_path, overrides or [])
     return cfg, Workspace(cfg.workspace_root)
+
+
+def run_configured(
+    flow_fn: Flow,
+    config_path: str,
+    overrides: list[str] | None,
+    force: bool,
+) -> dict[str, Any]:
+    """Run a stage flow with the task runner its config asks for."""
+    cfg, _ = load_run(config_path, overrides)
+    return flow_fn.with_options(task_runner=task_runner(cfg.runner))(config_path, overrides, force)
 
 
 def task_runner(runner: RunnerConfig) -> TaskRunner:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import load_run, run_map_stage, task_runner
+from flows.common import load_run, run_configured, run_map_stage
 from pipeline.stages import EXTRACT
 
 # Our own per-unit cache (part keys) decides what is redone; Prefect's would only duplicate it.
@@ -19,7 +19,4 @@ def extract_flow(config_path: str, overrides: list[str] | None = None, force: bo
 
 
 def run(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:
-    """Run the flow with the task runner the config asks for."""
-    cfg, _ = load_run(config_path, overrides)
-    configured = extract_flow.with_options(task_runner=task_runner(cfg.runner))
-    return configured(config_path, overrides, force)
+    return run_configured(extract_flow, config_path, overrides, force)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import load_run, run_map_stage, task_runner
+from flows.common import load_run, run_configured, run_map_stage
 from pipeline.stages import SHARDS
 
 encode_part = task(SHARDS.process, name="encode-part", retries=1, cache_policy=NO_CACHE)
@@ -18,7 +18,4 @@ def shards_flow(config_path: str, overrides: list[str] | None = None, force: boo
 
 
 def run(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:
-    cfg, _ = load_run(config_path, overrides)
-    return shards_flow.with_options(task_runner=task_runner(cfg.runner))(
-        config_path, overrides, force
-    )
+    return run_configured(shards_flow, config_path, overrides, force)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.common import load_run, run_map_stage, task_runner
+from flows.common import load_run, run_configured, run_map_stage
 from pipeline.stages import TOKENIZER
 
 
@@ -17,7 +17,4 @@ def tokenizer_flow(
 
 
 def run(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:
-    cfg, _ = load_run(config_path, overrides)
-    return tokenizer_flow.with_options(task_runner=task_runner(cfg.runner))(
-        config_path, overrides, force
-    )
+    return run_configured(tokenizer_flow, config_path, overrides, force)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 from warcio.statusandheaders import StatusAndHeaders
@@ -87,3 +89,25 @@ def lock_held_elsewhere(root: Path, purpose: str) -> Iterator[subprocess.Popen]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def slow_page_warc(folder: Path, monkeypatch: Any, seconds: float) -> Path:
+    """A WARC of two pages, the first of which takes `seconds` to extract (extract_html is
+    patched to sleep on it), to test the per-page time limit."""
+    from pipeline import extract
+
+    real = extract.extract_html
+
+    def slow_on_one_page(html: str, url: str, cfg: Any) -> Any:
+        if url.endswith("/slow"):
+            time.sleep(seconds)
+        return real(html, url, cfg)
+
+    monkeypatch.setattr(extract, "extract_html", slow_on_one_page)
+    return write_warc(
+        folder / "in" / "t.warc.gz",
+        [
+            {"url": "https://example.org/slow", "body": article("Slow")},
+            {"url": "https://example.org/fast", "body": article("Fast")},
+        ],
+    )

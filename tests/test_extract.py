@@ -17,7 +17,7 @@ from pipeline.stages import EXTRACT
 from pipeline.warc import iter_records, open_binary
 from pipeline.workspace import Workspace
 from tests.conftest import SHARED_DATA, needs_shared_data
-from tests.helpers import article, write_config, write_warc
+from tests.helpers import article, slow_page_warc, write_config, write_warc
 
 LATIN1_PAGE = (
     "<html><head><meta charset='iso-8859-1'><title>Café</title></head><body><article>"
@@ -127,21 +127,7 @@ def test_large_files_split_into_units_give_the_same_documents(tmp_path):
 
 
 def test_a_page_over_the_time_limit_is_rejected_and_the_shard_goes_on(tmp_path, monkeypatch):
-    real = extract.extract_html
-
-    def slow_on_one_page(html, url, cfg):
-        if url.endswith("/slow"):
-            time.sleep(5)
-        return real(html, url, cfg)
-
-    monkeypatch.setattr(extract, "extract_html", slow_on_one_page)
-    warc = write_warc(
-        tmp_path / "in" / "t.warc.gz",
-        [
-            {"url": "https://example.org/slow", "body": article("Slow")},
-            {"url": "https://example.org/fast", "body": article("Fast")},
-        ],
-    )
+    warc = slow_page_warc(tmp_path, monkeypatch, seconds=5)
     started = time.perf_counter()
     _, ws = _run(write_config(tmp_path, [str(warc)], extract={"timeout_s": 0.5}))
     assert time.perf_counter() - started < 4

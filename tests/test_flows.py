@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pipeline.datasets import Dataset
 from pipeline.workspace import Workspace
-from tests.helpers import article, write_config, write_warc
+from tests.helpers import article, slow_page_warc, write_config, write_warc
 
 pytestmark = pytest.mark.prefect
 
@@ -70,23 +69,8 @@ def test_cli_runs_the_flow_on_a_running_server(prefect_server, tmp_path):
 def test_serial_flow_keeps_the_per_page_time_limit(prefect_server, tmp_path, monkeypatch):
     """Units of a serial run execute in the flow's main thread, where SIGALRM can interrupt."""
     import flows.extract
-    from pipeline import extract
 
-    real = extract.extract_html
-
-    def slow_on_one_page(html, url, cfg):
-        if url.endswith("/slow"):
-            time.sleep(10)
-        return real(html, url, cfg)
-
-    monkeypatch.setattr(extract, "extract_html", slow_on_one_page)
-    warc = write_warc(
-        tmp_path / "in" / "t.warc.gz",
-        [
-            {"url": "https://example.org/slow", "body": article("Slow")},
-            {"url": "https://example.org/fast", "body": article("Fast")},
-        ],
-    )
+    warc = slow_page_warc(tmp_path, monkeypatch, seconds=10)
     config = str(write_config(tmp_path, [str(warc)], extract={"timeout_s": 0.5}))
     result = flows.extract.run(config)
     assert result["dropped"] == {"extract_timeout": 1} and result["docs_out"] == 1
