@@ -261,6 +261,7 @@ def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None
     for stage_name in STAGES:
         version = ws.current_version(stage_name)
         click.echo(f"  {stage_name}: {ws.storage.url(ws.stage_dir(stage_name, version))}")
+    click.echo(f"  train: {ws.storage.url(f'runs/{cfg.train.run}')} (loss.png, samples.txt)")
     click.echo(f"See `textmill status -c {config_path}`.")
 
 
