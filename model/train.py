@@ -277,7 +277,7 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
             break
 
     if rank == 0:
-        _finish(run_dir, model, tc, ws, shards, device)
+        _finish(run_dir, model, tc, ws, device)
         last["train_s"] = round(time.perf_counter() - started, 2)
         last["steps_run"] = step - first_step
         last["params"] = model.num_params()
@@ -286,14 +286,8 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
     return last
 
 
-def _finish(
-    run_dir: Path,
-    model: GPT,
-    tc: TrainConfig,
-    ws: Workspace,
-    shards: Any,
-    device: str,
-) -> None:
+def _finish(run_dir: Path, model: GPT, tc: TrainConfig, ws: Workspace, device: str) -> None:
+    """The end of a session: the loss curve, and a sample of what the model writes."""
     plot_losses(run_dir)
     if tc.sample_tokens:
         text = sample(ws, run_dir, tc.sample_prompt, tc.sample_tokens, model=model, device=device)

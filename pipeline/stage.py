@@ -61,18 +61,30 @@ class Build:
     started: float = field(default_factory=time.perf_counter)
 
 
+def _version_key(stage: MapStage, cfg: RunConfig, raw_inputs: Any) -> tuple[str, Any]:
+    """(version key, the inputs as the key and the manifest record them)."""
+    inputs = stage.describe_inputs(raw_inputs)
+    return version_key(stage.name, stage.code_version, stage.section(cfg).digest(), inputs), inputs
+
+
 def target_key(stage: MapStage, cfg: RunConfig, ws: Workspace) -> tuple[str, Any]:
-    inputs = stage.describe_inputs(stage.list_inputs(cfg, ws))
-    section = stage.section(cfg)
-    return version_key(stage.name, stage.code_version, section.digest(), inputs), inputs
+    """The version the config asks for now."""
+    return _version_key(stage, cfg, stage.list_inputs(cfg, ws))
+
+
+def current_manifest(ws: Workspace, stage: str) -> Manifest | None:
+    """The manifest of the stage's current version, or None if it has none (yet)."""
+    current = ws.current_version(stage)
+    if current is None or not ws.is_committed(stage, current):
+        return None
+    return Dataset(ws, stage, current).manifest
 
 
 def begin(stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False) -> Build:
     """Decide the version and what is left to do. Call with the workspace lock held."""
     raw_inputs = stage.list_inputs(cfg, ws)
-    inputs = stage.describe_inputs(raw_inputs)
+    key, inputs = _version_key(stage, cfg, raw_inputs)
     section = stage.section(cfg)
-    key = version_key(stage.name, stage.code_version, section.digest(), inputs)
     existing = _committed_with_key(ws, stage.name, key)
     if existing and not force:
         if ws.current_version(stage.name) != existing:
@@ -150,11 +162,8 @@ def build_summary(build: Build, manifest: Manifest) -> dict[str, Any]:
 def up_to_date(stage: MapStage, cfg: RunConfig, ws: Workspace) -> Manifest | None:
     """The current version's manifest if it is what the config asks for now, else None.
     Reads only: callers use it to skip work (and Prefect's start-up) without taking the lock."""
-    current = ws.current_version(stage.name)
-    if current is None or not ws.is_committed(stage.name, current):
-        return None
-    manifest = Dataset(ws, stage.name, current).manifest
-    return manifest if manifest.key == target_key(stage, cfg, ws)[0] else None
+    manifest = current_manifest(ws, stage.name)
+    return manifest if manifest and manifest.key == target_key(stage, cfg, ws)[0] else None
 
 
 MapFn = Callable[[Callable[..., PartResult], list[tuple[Any, ...]]], list[PartResult]]

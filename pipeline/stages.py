@@ -7,8 +7,8 @@ from typing import Any
 
 from pipeline import extract, shards, tokenizer
 from pipeline.config import ConfigError, RunConfig
-from pipeline.datasets import Dataset, DatasetError
-from pipeline.stage import MapStage, target_key
+from pipeline.datasets import DatasetError
+from pipeline.stage import MapStage, current_manifest, target_key
 from pipeline.workspace import Workspace
 
 EXTRACT = MapStage(
@@ -78,16 +78,15 @@ def stage_status(
     stage: MapStage, cfg: RunConfig, ws: Workspace, upstream: dict[str, StageStatus] | None = None
 ) -> StageStatus:
     """`upstream`: the statuses of earlier stages; a stage is stale when one it reads is."""
-    current = ws.current_version(stage.name)
-    if current is None or not ws.is_committed(stage.name, current):
+    manifest = current_manifest(ws, stage.name)
+    if manifest is None:
         needs = [name for name in stage.upstream(cfg) if ws.current_version(name) is None]
         reason = f"needs {', '.join(needs)} first" if needs else "never built"
         return StageStatus(stage.name, "missing", reasons=[reason])
-    manifest = Dataset(ws, stage.name, current).manifest
     status = StageStatus(
         stage.name,
         "up to date",
-        current,
+        manifest.version,
         docs_out=manifest.docs_out,
         dropped=manifest.dropped,
         errors=len(manifest.errors),
