@@ -65,6 +65,32 @@ class ExtractConfig(Section):
     generation_window: int | None = Field(default=None, ge=1)  # newest N generations; None = all
 
 
+class CrawlConfig(Section):
+    """The crawl stage (pipeline/crawl/): polite fetching into WARC generations.
+    Owned by the crawl work; fields are added as the crawler grows."""
+
+    user_agent: str = "textmill/0.1 (+https://github.com/textmill/textmill)"
+    allow_networks: list[str] = Field(default_factory=list)  # e.g. ["127.0.0.0/8"] for tests
+
+
+class CleanConfig(Section):
+    """The clean stage (pipeline/clean.py): Unicode repair, line boilerplate, PII scrubbing."""
+
+    dataset: str = "extract"  # the document stage it reads
+
+
+class DedupConfig(Section):
+    """The dedup stage (pipeline/dedup.py): exact, MinHash near-duplicate and paragraph dedup."""
+
+    dataset: str = "clean"  # the document stage it reads
+
+
+class FilterConfig(Section):
+    """The filter stage (pipeline/filter.py, filters in pipeline/filters/)."""
+
+    dataset: str = "dedup"  # the document stage it reads
+
+
 class TokenizerConfig(Section):
     """The tokenizer stage: byte-level BPE (HF tokenizers) trained on the train split only."""
 
@@ -170,7 +196,11 @@ class RunConfig(Section):
 
     workspace: str
     sources: list[SourceConfig] = Field(default_factory=list)
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
