@@ -10,12 +10,18 @@ Every response ends up as a document or in `rejected/` with a reason: `revisit` 
 `extract_timeout`, `extract_error`. A corrupt or truncated file yields the records before the
 damage, and the error (file and byte offset) is recorded in the manifest. Plain-text bodies of
 `book` sources lose Project Gutenberg's license header and footer (pipeline/gutenberg.py).
+
+Document files a source lists (`documents:` JSONL or Parquet, e.g. a corpus made elsewhere) are
+imported as they are: `text` is required, `id`, `url`, `title`, `author`, `date`, `language`
+and `license` are kept when present; `warc_file` and `warc_offset` then name the file and the
+line (or row) a document came from. Rows without text are rejected as `empty_text`.
 """
 
 from __future__ import annotations
 
 import codecs
 import glob
+import json
 import logging
 import os
 import re
@@ -31,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
+import pyarrow.parquet as pq
 import trafilatura
 from trafilatura.utils import decode_file, load_html
 
@@ -44,11 +51,18 @@ from pipeline.workspace import Workspace
 
 NAME = "extract"
 # What the output depends on besides the config: this module, and the libraries that parse.
-CODE_VERSION = f"3+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
+CODE_VERSION = f"4+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
+DOCUMENT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+IMPORTED_FIELDS = ("url", "title", "author", "date", "language", "license")
+# Keys of a source's JSON metadata record -> document columns.
+SOURCE_METADATA_COLUMNS = {
+    **{name: name for name in ("title", "author", "date", "language", "license", "description")},
+    **{"authors": "author", "published": "date", "subjects": "categories", "tags": "tags"},
+}
 
 # Every page trafilatura gives up on is kept in rejected/ with its reason; its own log lines
 # about them ("discarding data", "lxml parsing failed") would only repeat that, once per page.
@@ -97,14 +111,22 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
             for rel in ws.storage.glob(f"{gen.folder}/*"):
                 if rel.endswith(WARC_SUFFIXES):
                     found.append((ws.storage.url(rel), rel, source.name, source.kind, gen.name))
-        for pattern in source.warc:
-            matches = _glob(cfg.resolve(pattern))
-            if not matches:
-                raise ConfigError(
-                    f"sources.{source.name}.warc: {pattern!r} matches no files "
-                    f"(relative paths are read from {cfg.base_dir})"
-                )
-            found += [(m, m, source.name, source.kind, None) for m in matches]
+        for key, patterns in (("warc", source.warc), ("documents", source.documents)):
+            for pattern in patterns:
+                matches = _glob(cfg.resolve(pattern))
+                if not matches:
+                    raise ConfigError(
+                        f"sources.{source.name}.{key}: {pattern!r} matches no files "
+                        f"(relative paths are read from {cfg.base_dir})"
+                    )
+                # WARC files are recognised by their records, whatever their names
+                wrong = [m for m in matches if not m.endswith(DOCUMENT_SUFFIXES)]
+                if key == "documents" and wrong:
+                    raise ConfigError(
+                        f"sources.{source.name}.documents: {wrong[0]} is not one of "
+                        f"{', '.join(DOCUMENT_SUFFIXES)}"
+                    )
+                found += [(m, m, source.name, source.kind, None) for m in matches]
     found = list(dict.fromkeys(found))  # overlapping globs must not read a file twice
     if not found:
         raise ConfigError(
@@ -146,7 +168,7 @@ def plan_units(ws: Workspace, files: list[InputFile], chunk_bytes: int) -> list[
     units = []
     with ws.cache("warc-split-points") as known:
         for file in files:
-            if file.size <= chunk_bytes:
+            if file.size <= chunk_bytes or file.path.endswith(DOCUMENT_SUFFIXES):
                 units.append(Unit(file))
                 continue
             key = f"{file.sha256}:{chunk_bytes}"
@@ -177,27 +199,12 @@ def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) 
     rejected: list[dict] = []
     counts: Counter[str] = Counter()
     problems: list[dict] = []
-    with open_binary(unit.file.url) as fh:
-        try:
-            for item in iter_records(fh, unit.start, unit.end, problems):
-                crash_point("extract.record")
-                counts[f"records_{item.record.rec_type}"] += 1
-                try:
-                    doc = record_to_document(item.record, item.offset, unit.file, cfg)
-                except Exception as exc:  # a malformed record is one rejection, not a failed unit
-                    problems.append(
-                        {"offset": item.offset, "error": f"{type(exc).__name__}: {exc}"}
-                    )
-                    continue
-                if doc is None:
-                    continue
-                (rejected if "reason" in doc else docs).append(doc)
-                if doc.get("reason") == "truncated_record":
-                    problems.append(
-                        {"offset": item.offset, "error": "record truncated: " + doc["detail"]}
-                    )
-        except WarcReadError as exc:
-            problems.append({"offset": exc.offset, "error": str(exc)})
+    if unit.file.path.endswith(DOCUMENT_SUFFIXES):
+        for doc in import_documents(unit.file, problems):
+            counts["imported"] += 1
+            (rejected if "reason" in doc else docs).append(doc)
+    else:
+        _extract_records(unit, cfg, docs, rejected, counts, problems)
     errors = [{"file": unit.file.path, **problem} for problem in problems]
     dropped = Counter(d["reason"] for d in rejected)
     part = out.write_part(
@@ -212,6 +219,111 @@ def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) 
     )
     crash_point("unit.done")
     return part
+
+
+def _extract_records(
+    unit: Unit,
+    cfg: ExtractConfig,
+    docs: list[dict],
+    rejected: list[dict],
+    counts: Counter[str],
+    problems: list[dict],
+) -> None:
+    by_record_id: dict[str, dict] = {}  # this unit's documents, for the metadata that follows them
+    with open_binary(unit.file.url) as fh:
+        try:
+            for item in iter_records(fh, unit.start, unit.end, problems):
+                crash_point("extract.record")
+                counts[f"records_{item.record.rec_type}"] += 1
+                if item.record.rec_type == "metadata":
+                    apply_source_metadata(item.record, by_record_id, item.offset, problems)
+                    continue
+                try:
+                    doc = record_to_document(item.record, item.offset, unit.file, cfg)
+                except Exception as exc:  # a malformed record is one rejection, not a failed unit
+                    problems.append(
+                        {"offset": item.offset, "error": f"{type(exc).__name__}: {exc}"}
+                    )
+                    continue
+                if doc is None:
+                    continue
+                (rejected if "reason" in doc else docs).append(doc)
+                if doc.get("warc_record_id"):
+                    by_record_id[doc["warc_record_id"]] = doc
+                if doc.get("reason") == "truncated_record":
+                    problems.append(
+                        {"offset": item.offset, "error": "record truncated: " + doc["detail"]}
+                    )
+        except WarcReadError as exc:
+            problems.append({"offset": exc.offset, "error": str(exc)})
+
+
+def apply_source_metadata(
+    record: Any, by_record_id: dict[str, dict], offset: int, problems: list[dict]
+) -> None:
+    """What a source knew before fetching (a feed item's title, author and date; a Gutenberg
+    catalog record) travels in a JSON `metadata` record that refers to the response. Its known
+    fields replace what extraction guessed; lists (authors, subjects) are joined with "; "."""
+    headers = record.rec_headers
+    doc = by_record_id.get(headers.get_header("WARC-Refers-To") or "")
+    if doc is None or "json" not in (headers.get_header("Content-Type") or ""):
+        return  # metadata of something else (e.g. a crawler's own log)
+    try:
+        known = json.loads(record.content_stream().read())
+    except ValueError as exc:
+        problems.append({"offset": offset, "error": f"metadata record is not JSON: {exc}"})
+        return
+    for name, value in known.items() if isinstance(known, dict) else ():
+        column = SOURCE_METADATA_COLUMNS.get(name)
+        if column and value not in (None, "", []):
+            doc[column] = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def import_documents(file: InputFile, problems: list[dict]) -> Iterator[dict]:
+    """The documents of a JSONL(.gz) or Parquet file; a bad line is one recorded problem."""
+    for line, row in _document_rows(file, problems):
+        if not isinstance(row, dict):
+            problems.append({"line": line, "error": f"expected a JSON object, got {type(row)}"})
+            continue
+        url = row.get("url")
+        doc = {
+            "id": str(row.get("id") or short_digest(f"{file.sha256}:{line}")),
+            "text": row.get("text") or "",
+            "source": file.source,
+            "source_kind": file.kind,
+            "generation": file.generation,
+            "warc_file": file.path,
+            "warc_offset": line,
+            "hostname": _hostname(url),
+            **{name: _as_text(row.get(name)) for name in IMPORTED_FIELDS},
+        }
+        if not isinstance(doc["text"], str) or not doc["text"].strip():
+            yield _reject(doc, "empty_text", f"line {line}: no text")
+        else:
+            yield doc
+
+
+def _document_rows(file: InputFile, problems: list[dict]) -> Iterator[tuple[int, Any]]:
+    if file.path.endswith(".parquet"):
+        with fsspec.open(file.url, "rb") as fh:
+            line = 0
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    yield line, row
+                    line += 1
+        return
+    with fsspec.open(file.url, "rt", encoding="utf-8", compression="infer") as fh:
+        for line, text in enumerate(fh):
+            if not text.strip():
+                continue
+            try:
+                yield line, json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append({"line": line, "error": f"not JSON: {exc}"})
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def record_to_document(
@@ -395,6 +507,7 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 def _reject(doc: dict, reason: str, detail: str) -> dict:
+    doc["stage"] = NAME
     doc["reason"] = reason
     doc["detail"] = detail
     return doc

@@ -41,10 +41,22 @@ DOCUMENT_SCHEMA = pa.schema(
     ]
 )
 
-# What a stage dropped, and why: the document (text may be empty) plus the reason.
-REJECTED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("reason", pa.string(), nullable=False)).append(
-    pa.field("detail", pa.string())
-)
+
+
+def rejected_schema_of(schema: pa.Schema) -> pa.Schema:
+    """What a stage dropped: the document's columns (text may be empty) plus which stage dropped
+    it, the reason (a short stable name, e.g. "near_duplicate") and a detail for people."""
+    for name in ("stage", "reason", "detail"):
+        if schema.get_field_index(name) >= 0:
+            schema = schema.remove(schema.get_field_index(name))
+    return (
+        schema.append(pa.field("stage", pa.string()))
+        .append(pa.field("reason", pa.string(), nullable=False))
+        .append(pa.field("detail", pa.string()))
+    )
+
+
+REJECTED_SCHEMA = rejected_schema_of(DOCUMENT_SCHEMA)
 
 
 def documents_table(rows: list[dict], schema: pa.Schema = DOCUMENT_SCHEMA) -> pa.Table:

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from pipeline import tokenizer as tokenizer_stage
 from pipeline.config import ConfigError, RunConfig, ShardsConfig
 from pipeline.datasets import Dataset, PartResult, VersionBuilder, short_digest
+from pipeline.stage import Reduced
 from pipeline.storage import sha256_bytes
 from pipeline.workspace import Workspace
 
@@ -273,7 +274,7 @@ def headline(manifest: Any) -> str:
     )
 
 
-def write_shards(build: Any, parts: list[PartResult]) -> tuple[list[dict[str, Any]], dict]:
+def write_shards(build: Any, parts: list[PartResult]) -> Reduced:
     """The stage's reduce step."""
     cfg: ShardsConfig = build.config
     out: VersionBuilder = build.builder
@@ -339,7 +340,7 @@ def write_shards(build: Any, parts: list[PartResult]) -> tuple[list[dict[str, An
         "eot_id": eot,
         "vocab_size": tokenizer.get_vocab_size(),
     }
-    return files, stats
+    return Reduced(files, stats)
 
 
 def _load_tokens(out: VersionBuilder, rel: str) -> np.ndarray:

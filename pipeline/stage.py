@@ -19,7 +19,19 @@ from pipeline.config import RunConfig, Section
 from pipeline.datasets import Dataset, Manifest, PartResult, VersionBuilder, version_key
 from pipeline.workspace import Workspace
 
-Reduce = Callable[["Build", list[PartResult]], tuple[list[dict[str, Any]], dict[str, Any]]]
+
+@dataclass
+class Reduced:
+    """What a reduce step made: more output files (their manifest entries), figures, and, for a
+    stage whose documents are only known after seeing every part (dedup), the document parts
+    that replace the map's parts in the manifest (the map's parts stay in the folder, cached)."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    parts: list[PartResult] | None = None
+
+
+Reduce = Callable[["Build", list[PartResult]], Reduced]
 
 
 @dataclass(frozen=True)
@@ -118,17 +130,17 @@ def finish(build: Build, results: list[PartResult]) -> Manifest:
     if missing:
         raise RuntimeError(f"{build.stage.name}: {len(missing)} work units did not finish")
     ordered = [parts[k] for k in build.keys]
-    files, stats = build.stage.reduce(build, ordered) if build.stage.reduce else ([], {})
+    reduced = build.stage.reduce(build, ordered) if build.stage.reduce else Reduced()
     return build.builder.commit(
         key=build.key,
         code_version=build.stage.code_version,
         config=build.config.model_dump(mode="json"),
         config_digest=build.config.digest(),
         inputs=build.inputs,
-        parts=ordered,
+        parts=ordered if reduced.parts is None else reduced.parts,
         seconds=time.perf_counter() - build.started,
-        files=files,
-        stats=stats,
+        files=reduced.files,
+        stats=reduced.stats,
     )
 
 

@@ -108,6 +108,10 @@ class Storage:
         with self.fs.open(self.path(rel), "rb") as fh:
             return pq.read_table(fh, columns=columns)
 
+    def read_parquet_schema(self, rel: str) -> pa.Schema:
+        with self.fs.open(self.path(rel), "rb") as fh:
+            return pq.read_schema(fh)
+
     def iter_parquet_batches(
         self, rel: str, columns: list[str] | None = None, batch_size: int = 1024
     ) -> Iterator[pa.RecordBatch]:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline.config import RunConfig, TokenizerConfig
 from pipeline.datasets import Dataset, DatasetError, PartResult
+from pipeline.stage import Reduced
 from pipeline.workspace import Workspace
 
 NAME = "tokenizer"
@@ -78,7 +79,7 @@ def new_tokenizer() -> Tokenizer:
     return tokenizer
 
 
-def train(build: Any, parts: list[PartResult]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def train(build: Any, parts: list[PartResult]) -> Reduced:
     """The stage's reduce step: train, then write tokenizer.json and the transformers files."""
     cfg: TokenizerConfig = build.config
     ws: Workspace = build.builder.ws
@@ -144,7 +145,7 @@ def train(build: Any, parts: list[PartResult]) -> tuple[list[dict[str, Any]], di
         "dataset": dataset.stage,
         "dataset_version": dataset.version,
     }
-    return files, stats
+    return Reduced(files, stats)
 
 
 def headline(manifest: Any) -> str:

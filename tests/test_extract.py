@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import yaml
 from warcio.archiveiterator import ArchiveIterator
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from pipeline import extract
 from pipeline.config import ConfigError, load_config
@@ -347,3 +355,62 @@ def test_a_book_without_markers_is_kept_whole_and_flagged(tmp_path):
     _, ws = _run(path)
     (doc,) = Dataset.current(ws, "extract").read().to_pylist()
     assert doc["text"] == body.decode().strip() and doc["flags"] == ["gutenberg_no_markers"]
+
+
+def test_source_metadata_records_reach_the_document(tmp_path):
+    """A crawl writes what a source knew (a feed item's title and author, a catalog record) as
+    a JSON metadata record referring to the response; extract puts it on the document."""
+    path = tmp_path / "in" / "crawl.warc.gz"
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        for url, title in (("https://example.org/a", "Feed title"), ("https://example.org/b", "")):
+            http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], "HTTP/1.1")
+            response = writer.create_warc_record(
+                url, "response", payload=io.BytesIO(article("Page title")), http_headers=http
+            )
+            writer.write_record(response)
+            known = {"title": title, "authors": ["Ada Lovelace", "Charles Babbage"]}
+            writer.write_record(
+                writer.create_warc_record(
+                    url,
+                    "metadata",
+                    payload=io.BytesIO(json.dumps(known).encode()),
+                    warc_headers_dict={
+                        "WARC-Refers-To": response.rec_headers.get_header("WARC-Record-ID"),
+                        "Content-Type": "application/json",
+                    },
+                )
+            )
+    _, ws = _run(write_config(tmp_path, [str(path)]))
+    docs = {d["url"]: d for d in Dataset.current(ws, "extract").read().to_pylist()}
+    assert docs["https://example.org/a"]["title"] == "Feed title"
+    assert docs["https://example.org/b"]["title"] == "Page title"  # empty values don't replace
+    assert docs["https://example.org/a"]["author"] == "Ada Lovelace; Charles Babbage"
+
+
+def test_document_files_are_imported_as_they_are(tmp_path):
+    rows = [
+        {"id": "d1", "text": "First document.", "url": "https://example.org/1", "title": "One"},
+        {"text": "Second document, without an id."},
+        {"id": "d3", "text": "   "},
+    ]
+    jsonl = tmp_path / "in" / "docs.jsonl.gz"
+    jsonl.parent.mkdir(parents=True)
+    with gzip.open(jsonl, "wt") as fh:
+        fh.writelines(json.dumps(row) + "\n" for row in rows)
+        fh.write("{not json\n")
+    parquet = tmp_path / "in" / "more.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "p1", "text": "From Parquet."}]), parquet)
+    config = write_config(tmp_path, [])
+    data = yaml.safe_load(config.read_text())
+    data["sources"][0]["documents"] = [str(jsonl), str(parquet)]
+    config.write_text(yaml.safe_dump(data))
+    result, ws = _run(config)
+    dataset = Dataset.current(ws, "extract")
+    docs = {d["id"]: d for d in dataset.read().to_pylist()}
+    assert set(docs) - {"d1", "p1"} and {"d1", "p1"} <= set(docs)  # the id-less one gets one
+    assert docs["d1"]["title"] == "One" and docs["d1"]["hostname"] == "example.org"
+    assert docs["d1"]["warc_file"] == str(jsonl) and docs["d1"]["warc_offset"] == 0
+    assert result["dropped"] == {"empty_text": 1}
+    assert [e["line"] for e in dataset.manifest.errors] == [3]
