@@ -127,7 +127,7 @@ def write_config(folder: Path, warc: Path, workspace: Path) -> Path:
         "workspace": str(workspace),
         "sources": [{"name": "books", "kind": "book", "warc": [str(warc)]}],
         "runner": {"task_runner": "serial", "workers": 1},
-        "tokenizer": {"vocab_size": MAIN_VOCAB, "val_fraction": 0.05},
+        "tokenizer": {"dataset": "extract", "vocab_size": MAIN_VOCAB, "val_fraction": 0.05},
         "shards": {"row_tokens": 2048},
     }
     path = folder / "run.yaml"

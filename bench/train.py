@@ -112,7 +112,7 @@ def write_config(folder: Path, warc: Path, eval_text: Path, args: argparse.Names
         "workspace": str(folder / "workspace"),
         "sources": [{"name": "shakespeare", "kind": "book", "warc": [str(warc)]}],
         "runner": {"task_runner": "serial", "workers": 1},
-        "tokenizer": {"vocab_size": args.vocab, "val_fraction": 0.02},
+        "tokenizer": {"dataset": "extract", "vocab_size": args.vocab, "val_fraction": 0.02},
         "shards": {"row_tokens": 2048, "eval_sets": {EVAL_NAME: str(eval_text)}},
         "train": {
             "run": RUN,

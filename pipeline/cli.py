@@ -19,7 +19,7 @@ from pipeline import stage as stage_api
 from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.datasets import DatasetError
 from pipeline.runner import make_map
-from pipeline.stages import STAGES, all_statuses, get_stage
+from pipeline.stages import STAGES, all_statuses, curate_order, get_stage, pipeline_order
 from pipeline.workspace import Workspace, WorkspaceLocked
 
 out = Console()
@@ -66,7 +66,9 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("stage_name", metavar="STAGE", type=click.Choice([*STAGES, "train"]))
+@click.argument(
+    "stage_name", metavar="STAGE", type=click.Choice(["crawl", *STAGES, "curate", "train"])
+)
 @config_option
 @set_option
 @click.option("--force", is_flag=True, help="Rebuild even if the stage is up to date.")
@@ -80,11 +82,15 @@ def run(
     stage_name: str, config_path: str, overrides: tuple[str, ...], force: bool, no_prefect: bool
 ) -> None:
     """Build STAGE if it is stale (or with --force), as a Prefect flow by default.
+    `curate` is clean, dedup and filter, in the order their `dataset` settings give.
+    `crawl` adds a crawl generation to every source with something to crawl (or finishes the
+    generation a killed crawl left); it is never up to date.
 
     A new version is built beside the current one; CURRENT moves to it only when it is complete,
     so a killed run loses nothing and the next run resumes where it stopped."""
     cfg = load_config(config_path, overrides)
-    _run_stages([stage_name], cfg, config_path, list(overrides), force, no_prefect)
+    names = curate_order(cfg) if stage_name == "curate" else [stage_name]
+    _run_stages(names, cfg, config_path, list(overrides), force, no_prefect)
 
 
 def _run_stages(
@@ -111,6 +117,18 @@ def _run_stages(
             return importlib.import_module(f"flows.{name}").run(config_path, overrides, force)
 
         for name in names:
+            if name == "crawl":
+                if no_prefect:
+                    from pipeline.crawl.crawler import crawl, crawl_sources
+
+                    with ws.lock("textmill run crawl"):
+                        log = partial(click.echo, err=True)
+                        for source in crawl_sources(cfg):
+                            _print_crawl(crawl(cfg, ws, source, log=log))
+                else:
+                    for summary in run_flow(name).values():
+                        _print_crawl(summary)
+                continue
             if name == "train":
                 if no_prefect:
                     from model.train import train
@@ -130,6 +148,19 @@ def _run_stages(
                 _print_result(stage_api.summary(stage, current, built=False))
             else:
                 _print_result(run_flow(name))
+
+
+def _print_crawl(summary: dict[str, Any]) -> None:
+    def reasons(counts: dict[str, int]) -> str:
+        return ", ".join(f"{reason} {n}" for reason, n in counts.items()) or "none"
+
+    click.echo(
+        f"crawl {summary['source']}: generation {summary['generation']}"
+        f"{' (resumed)' if summary['resumed'] else ''} in {summary['seconds']:.1f} s: "
+        f"{summary['fetched']} fetched, {summary['not_modified']} not modified, "
+        f"{summary['requests']} requests, {len(summary['warc_files'])} WARC files; "
+        f"failed: {reasons(summary['failed'])}; skipped: {reasons(summary['skipped'])}"
+    )
 
 
 def _print_train(result: dict[str, Any]) -> None:
@@ -255,10 +286,11 @@ def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None
     """Run every stage that exists, end to end, and show what came out."""
     cfg = load_config(config_path, overrides)
     started = time.perf_counter()
-    _run_stages([*STAGES, "train"], cfg, config_path, list(overrides), False, no_prefect)
+    stages = [stage.name for stage in pipeline_order(cfg)]
+    _run_stages([*stages, "train"], cfg, config_path, list(overrides), False, no_prefect)
     ws = Workspace(cfg.workspace_root)
     click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Workspace: {ws.root}")
-    for stage_name in STAGES:
+    for stage_name in stages:
         version = ws.current_version(stage_name)
         click.echo(f"  {stage_name}: {ws.storage.url(ws.stage_dir(stage_name, version))}")
     click.echo(f"  train: {ws.storage.url(f'runs/{cfg.train.run}')} (loss.png, samples.txt)")

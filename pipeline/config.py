@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 SourceKind = Literal["web", "article", "book"]
+# The stages whose output is a document dataset, in their default order.
+DOCUMENT_STAGES = ("extract", "clean", "dedup", "filter")
 
 
 class ConfigError(ValueError):
@@ -40,12 +42,31 @@ class Section(BaseModel):
 
 
 class SourceConfig(Section):
-    """Where documents come from. `warc` lists existing WARC/ARC files (paths or globs, relative
-    to the config file); crawled sources add their generations under `<root>/crawl/<name>/`."""
+    """Where documents come from. `warc` lists existing WARC/ARC files and `documents` existing
+    document files (JSONL, JSONL.gz or Parquet with a `text` field; paths or globs, relative to
+    the config file); crawled sources add their generations under `<root>/crawl/<name>/`."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: SourceKind = "web"
     warc: list[str] = Field(default_factory=list)
+    documents: list[str] = Field(default_factory=list)
+    # what `textmill run crawl` fetches for this source (pipeline/crawl/):
+    seeds: list[str] = Field(default_factory=list)  # web: start pages; links followed in scope
+    feeds: list[str] = Field(default_factory=list)  # article: RSS/Atom/JSON feeds
+    sitemaps: list[str] = Field(default_factory=list)  # article: sitemaps (robots.txt adds more)
+    catalog: str | None = None  # book: URL of Project Gutenberg's pg_catalog.csv
+    mirror: str | None = None  # book: base URL of the mirror the texts are fetched from
+    languages: list[str] = Field(default_factory=list)  # book: catalog languages, e.g. ["en"]
+    subjects: list[str] = Field(default_factory=list)  # book: subject substrings (any matches)
+    ids: list[int] = Field(default_factory=list)  # book: these ebook numbers only
+    # scope and limits of a crawl of this source
+    same_host: bool = True  # follow links only to the hosts of the seeds / feeds / sitemaps
+    url_prefixes: list[str] = Field(default_factory=list)  # and only under these, if given
+    allow_patterns: list[str] = Field(default_factory=list)  # regexes a URL must match (any)
+    deny_patterns: list[str] = Field(default_factory=list)  # regexes that exclude a URL
+    max_pages: int | None = Field(default=None, ge=1)  # per crawl run (books: books)
+    max_pages_per_host: int | None = Field(default=None, ge=1)
+    max_depth: int = Field(default=5, ge=0)  # link hops from a seed
 
 
 class ExtractConfig(Section):
@@ -67,34 +88,320 @@ class ExtractConfig(Section):
 
 class CrawlConfig(Section):
     """The crawl stage (pipeline/crawl/): polite fetching into WARC generations.
-    Owned by the crawl work; fields are added as the crawler grows."""
 
+    Defaults and where they come from: Googlebot reads the first 15 MiB of a page; Scrapy's
+    download timeout is 180 s (ours is shorter: a page that slow is retried later); RFC 9309
+    lets a robots.txt be cached for up to 24 h and asks parsers to read at least 500 KiB of it;
+    one request in flight per host and 1 s between two starts is the common polite default
+    (Heritrix, Scrapy's AutoThrottle floor). Retries: exponential backoff with equal jitter
+    (AWS architecture blog, "Exponential Backoff And Jitter"), never sooner than Retry-After."""
+
+    # who we are: a product token, a version and a contact URL
     user_agent: str = "textmill/0.1 (+https://github.com/textmill/textmill)"
+    # robots.txt groups (and agent-scoped X-Robots-Tag / meta) we obey besides `*`; a URL is
+    # fetched only if every one allows it. Claim AI crawlers' tokens (e.g. CCBot, GPTBot) here
+    # to honour what sites ask of them. Empty: the user agent's product token ("textmill").
+    robots_agents: list[str] = Field(default_factory=list)
+    robots_ttl_s: float = Field(default=86400.0, gt=0)  # RFC 9309: cache at most 24 h
+    robots_max_bytes: int = Field(default=512 * 1024, ge=1)  # RFC 9309: parse >= 500 KiB
+    # only these networks may be reached when they are private, loopback, link-local, ...
     allow_networks: list[str] = Field(default_factory=list)  # e.g. ["127.0.0.0/8"] for tests
+    # fetching
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)  # longest wait for the next bytes
+    total_timeout_s: float = Field(default=120.0, gt=0)  # whole fetch, redirects included
+    max_redirects: int = Field(default=5, ge=0)  # RFC 9309 asks for at least 5 (robots.txt)
+    max_bytes: int = Field(default=15 * 2**20, ge=1)  # as transferred (Googlebot: 15 MiB)
+    max_decompressed_bytes: int = Field(default=64 * 2**20, ge=1)  # after gzip/deflate
+    content_types: list[str] = Field(
+        default_factory=lambda: [
+            "text/html",
+            "application/xhtml+xml",
+            "text/plain",
+            "application/xml",
+            "text/xml",
+            "application/rss+xml",
+            "application/atom+xml",
+            "application/rdf+xml",
+            "application/feed+json",
+            "application/json",
+            "text/csv",  # Project Gutenberg's catalog (pg_catalog.csv)
+            "application/gzip",  # gzipped sitemaps
+            "application/x-gzip",
+        ]
+    )
+    # retries of transient failures (timeouts, connection errors, 408, 429, 5xx)
+    max_attempts: int = Field(default=4, ge=1)  # first try included
+    retry_base_s: float = Field(default=2.0, gt=0)  # the backoff doubles from this ...
+    retry_max_s: float = Field(default=300.0, gt=0)  # ... up to this
+    retry_after_max_s: float = Field(default=3600.0, gt=0)  # a longer Retry-After: next crawl
+    # politeness
+    min_delay_s: float = Field(default=1.0, ge=0)  # between two request starts on one host
+    max_per_host: int = Field(default=1, ge=1)  # requests in flight per host
+    max_concurrency: int = Field(default=16, ge=1)  # requests in flight in all
+    # a host that answers slowly waits this many times its last response time between two
+    # starts (Heritrix waits 5x; 2x keeps a slow host's load at most half of its time)
+    latency_factor: float = Field(default=2.0, ge=0)
+    # output: WARC files rotate at this size (WARC 1.1, annex C: 1 GB)
+    warc_max_mb: float = Field(default=1000.0, gt=0)
+    # which sources `textmill run crawl` crawls (names); empty: every source with something
+    # to crawl (seeds, feeds, sitemaps or a catalog)
+    sources: list[str] = Field(default_factory=list)
+    # consent: opt-out signals beyond robots.txt (pipeline/crawl/consent.py)
+    consent: bool = True
+    # X-Robots-Tag / <meta name=robots> values that skip a page; noimageai is left out by
+    # default because it only reserves images and this crawler keeps text
+    opt_out_directives: list[str] = Field(default_factory=lambda: ["noai", "noindex", "none"])
+    tdmrep: bool = True  # fetch /.well-known/tdmrep.json per origin
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks_parse(cls, networks: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a CIDR network such as 10.0.0.0/8") from None
+        return networks
+
+    @property
+    def agents(self) -> list[str]:
+        """The robots.txt tokens this crawler answers to."""
+        return self.robots_agents or [self.user_agent.split("/")[0].strip()]
 
 
 class CleanConfig(Section):
-    """The clean stage (pipeline/clean.py): Unicode repair, line boilerplate, PII scrubbing."""
+    """The clean stage (pipeline/clean.py): Unicode repair, line boilerplate, PII scrubbing.
+    What each boilerplate rule removes, and where the defaults come from, is in that module."""
 
     dataset: str = "extract"  # the document stage it reads
+    fix_mojibake: bool = True  # ftfy's encoding repair ("cafÃ©" -> "café")
+    unicode_form: Literal["NFC", "NFKC", "NFD", "NFKD"] | None = "NFC"  # None: left as is
+    boilerplate: bool = True  # drop boilerplate lines of web pages and articles (never books)
+    boilerplate_skip: list[
+        Literal["javascript", "cookies", "legal", "lorem_ipsum", "share", "navigation", "link_list"]
+    ] = Field(default_factory=list)  # rules not to apply
+    scrub_email: bool = True
+    scrub_ip: bool = True  # public addresses only: private, loopback and reserved ones stay
+    scrub_phone: bool = True
+    email_placeholder: str = "<EMAIL>"
+    ip_placeholder: str = "<IP_ADDRESS>"
+    phone_placeholder: str = "<PHONE_NUMBER>"
+    min_words: int = Field(default=20, ge=0)  # shorter documents are dropped as "too_short"
 
 
 class DedupConfig(Section):
-    """The dedup stage (pipeline/dedup.py): exact, MinHash near-duplicate and paragraph dedup."""
+    """The dedup stage (pipeline/dedup.py): exact, MinHash near-duplicate and paragraph dedup.
+
+    Defaults and where they come from: MinHash over word 5-grams with 14 bands x 8 rows (112
+    permutations) as datatrove's MinhashConfig, whose LSH threshold (1/bands)^(1/rows) is 0.72
+    (`threshold`); seed 1 as datasketch's default. `min_similarity` 0.70 is ours: a candidate
+    pair whose MinHash-estimated Jaccard is below it is not joined (None: every band collision
+    joins, as datatrove does); on pairs spread evenly over Jaccard 0.5-0.95 a simulation of
+    14 x 8 gives pair precision 0.78 -> 0.91 for recall 0.92 -> 0.90. `paragraph_min_docs` 2
+    is Dolma's paragraph dedup (a paragraph is a duplicate once an earlier document had it)."""
 
     dataset: str = "clean"  # the document stage it reads
+    # exact: one document per normalized text (pipeline/dedup.py says how it is normalized)
+    exact: bool = True
+    exact_include_url: bool = False  # the key is URL + text: the same text at two URLs stays
+    # near: MinHash LSH
+    near: bool = True
+    ngram: int = Field(default=5, ge=1)  # words per shingle
+    bands: int = Field(default=14, ge=1)
+    rows: int = Field(default=8, ge=1)
+    min_similarity: float | None = Field(default=0.70, ge=0, le=1)
+    seed: int = Field(default=1, ge=0)
+    # which document of a cluster stays: earliest generation, then this order, then longest
+    source_priority: list[SourceKind] = Field(default_factory=lambda: ["book", "article", "web"])
+    # paragraphs (lines) that recur across documents: kept once, removed from the others
+    paragraphs: bool = True
+    paragraph_min_docs: int = Field(default=2, ge=2)  # kept documents it must appear in
+    # the reduce step groups bucket keys on disk, one partition at a time in memory
+    max_partition_rows: int = Field(default=4_000_000, ge=1)  # 16 bytes a row
+    temp_dir: str | None = None  # local folder for those partitions; None: the system's
+
+    @property
+    def num_perm(self) -> int:
+        return self.bands * self.rows
+
+    @property
+    def threshold(self) -> float:
+        """The Jaccard similarity at which the LSH S-curve is steepest, (1/bands)^(1/rows)."""
+        return (1 / self.bands) ** (1 / self.rows)
 
 
 class FilterConfig(Section):
-    """The filter stage (pipeline/filter.py, filters in pipeline/filters/)."""
+    """The filter stage (pipeline/filter.py, filters in pipeline/filters/).
+
+    `steps` are applied in order; a document stops at the first that drops it. Each step has
+    its own section named like it; each filter's docstring says where its defaults come from."""
+
+    class Step(Section):
+        """Settings every filter has: source kinds it passes unscored, and rules (named by their
+        score) it does not apply to a source kind."""
+
+        skip_kinds: list[SourceKind] = Field(default_factory=list)
+        ignore_rules: dict[SourceKind, list[str]] = Field(default_factory=dict)
+
+    class Language(Step):
+        """fastText lid.176 language ID; 0.65 as datatrove's LanguageFilter and DCLM."""
+
+        languages: list[str] = Field(default_factory=lambda: ["en"])  # empty: any language
+        min_score: float = Field(default=0.65, ge=0, le=1)
+        model: str | None = None  # None: the bundled lid.176.ftz (pipeline/langid.py)
+
+    class GopherQuality(Step):
+        """Rae et al. 2021 (Gopher) quality rules, datatrove's GopherQualityFilter defaults.
+        The word-count bounds were made for web pages: a novel has more than 100,000 words."""
+
+        ignore_rules: dict[SourceKind, list[str]] = Field(
+            default_factory=lambda: {"book": ["words"]}
+        )
+
+        min_doc_words: int | None = 50
+        max_doc_words: int | None = 100_000
+        min_avg_word_length: float | None = 3
+        max_avg_word_length: float | None = 10
+        max_symbol_word_ratio: float | None = 0.1  # "#" and ellipses per word
+        max_bullet_lines_ratio: float | None = 0.9
+        max_ellipsis_lines_ratio: float | None = 0.3
+        min_alpha_words_ratio: float | None = 0.8  # datatrove's max_non_alpha_words_ratio
+        min_stop_words: int | None = 2
+        stop_words: list[str] = Field(
+            default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"]
+        )
+
+    class GopherRepetition(Step):
+        """Gopher repetition rules (Rae et al. 2021, table A1), as datatrove's defaults."""
+
+        dup_line_frac: float | None = 0.3
+        dup_para_frac: float | None = 0.3
+        dup_line_char_frac: float | None = 0.2
+        dup_para_char_frac: float | None = 0.2
+        top_n_grams: dict[int, float] = Field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+        dup_n_grams: dict[int, float] = Field(
+            default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+        )
+
+        @field_validator("top_n_grams", "dup_n_grams")
+        @classmethod
+        def _n_at_least_two(cls, limits: dict[int, float]) -> dict[int, float]:
+            if any(n < 2 for n in limits):
+                raise ValueError("n-gram sizes must be at least 2")
+            return limits
+
+    class C4Quality(Step):
+        """C4's rules (Raffel et al. 2020) as datatrove's C4QualityFilter defaults. "{" marks
+        code on a web page; in a book it is editorial notation."""
+
+        ignore_rules: dict[SourceKind, list[str]] = Field(
+            default_factory=lambda: {"book": ["curly_bracket"]}
+        )
+
+        min_sentences: int = 5  # in the lines that the line rules keep; 0 disables
+        min_words_per_line: int = 3
+        max_word_length: int = 1000  # lines with a longer word are not counted
+        terminal_punctuation: bool = True  # count only lines that end in . ? ! " '
+        remove_citations: bool = True  # "[1]", "[edit]" before the punctuation check
+        lorem_ipsum: bool = True  # drop pages with "lorem ipsum"
+        curly_bracket: bool = True  # drop pages with "{"
+        javascript: bool = True  # lines with "javascript" are not counted
+        policy: bool = True  # lines with cookie / terms-of-use phrases are not counted
+
+    class FineWebQuality(Step):
+        """FineWeb's own rules (Penedo et al. 2024), datatrove's FineWebQualityFilter defaults.
+        Duplicated lines mean boilerplate on a web page; a book repeats its section breaks
+        ("*  *  *", 109 times in Gutenberg's Ontboezemingen) and headings."""
+
+        ignore_rules: dict[SourceKind, list[str]] = Field(
+            default_factory=lambda: {"book": ["char_dup_ratio"]}
+        )
+
+        line_punct_thr: float | None = 0.12  # drop if this fraction or less end in punctuation
+        line_punct_exclude_zero: bool = False
+        short_line_thr: float | None = 0.67  # drop if this fraction or more are short
+        short_line_length: int = 30
+        char_duplicates_ratio: float | None = 0.01
+        new_line_ratio: float | None = 0.3  # line breaks per word
+
+    class UrlBlocklist(Step):
+        """Domains (and their subdomains) and URL substrings whose documents are dropped."""
+
+        domains: list[str] = Field(default_factory=list)
+        files: list[str] = Field(default_factory=list)  # one domain a line; "#" comments
+        url_substrings: list[str] = Field(default_factory=list)
+
+    class Quality(Step):
+        """A fastText quality classifier (`textmill train-quality-classifier`)."""
+
+        model: str | None = None  # model.bin of a trained classifier
+        min_score: float = Field(default=0.5, ge=0, le=1)  # probability of the "hq" label
+
+    class Decontamination(Step):
+        """Drop documents sharing word n-grams with evaluation texts (GPT-3 used 13-grams)."""
+
+        eval_files: list[str] = Field(default_factory=list)  # .txt (whole file) or .jsonl
+        ngram: int = Field(default=13, ge=1)
+        min_matches: int = Field(default=1, ge=1)  # drop at this many matching n-grams
 
     dataset: str = "dedup"  # the document stage it reads
+    steps: list[
+        Literal[
+            "language",
+            "gopher_quality",
+            "gopher_repetition",
+            "c4_quality",
+            "fineweb_quality",
+            "url_blocklist",
+            "quality",
+            "decontamination",
+        ]
+    ] = Field(
+        default_factory=lambda: [
+            "language",
+            "gopher_quality",
+            "gopher_repetition",
+            "c4_quality",
+            "fineweb_quality",
+            "url_blocklist",
+        ]
+    )
+    # Source kinds whose text is hard-wrapped (Gutenberg books): their line rules see paragraphs
+    # with the wraps joined, since a web page's "line" is a paragraph (an HTML block).
+    hard_wrapped_kinds: list[SourceKind] = Field(default_factory=lambda: ["book"])
+    language: Language = Field(default_factory=Language)
+    gopher_quality: GopherQuality = Field(default_factory=GopherQuality)
+    gopher_repetition: GopherRepetition = Field(default_factory=GopherRepetition)
+    c4_quality: C4Quality = Field(default_factory=C4Quality)
+    fineweb_quality: FineWebQuality = Field(default_factory=FineWebQuality)
+    url_blocklist: UrlBlocklist = Field(default_factory=UrlBlocklist)
+    quality: Quality = Field(default_factory=Quality)
+    decontamination: Decontamination = Field(default_factory=Decontamination)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_once_each(cls, steps: list[str]) -> list[str]:
+        repeated = sorted({s for s in steps if steps.count(s) > 1})
+        if repeated:
+            raise ValueError(f"each filter may be listed once, repeated: {', '.join(repeated)}")
+        return steps
+
+    @model_validator(mode="after")
+    def _listed_steps_are_configured(self) -> FilterConfig:
+        if "quality" in self.steps and not self.quality.model:
+            raise ValueError("the quality step needs quality.model (train-quality-classifier)")
+        if "decontamination" in self.steps and not self.decontamination.eval_files:
+            raise ValueError("the decontamination step needs decontamination.eval_files")
+        return self
 
 
 class TokenizerConfig(Section):
     """The tokenizer stage: byte-level BPE (HF tokenizers) trained on the train split only."""
 
-    dataset: str = "extract"  # the document stage it reads (the curated one once it exists)
+    dataset: str = "filter"  # the document stage it reads: the curated corpus by default
     vocab_size: int = Field(default=8192, ge=1)
     special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|padding|>"])
     min_frequency: int = Field(default=2, ge=1)  # merges seen fewer times are not learned
@@ -216,6 +523,32 @@ class RunConfig(Section):
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
         return sources
+
+    @model_validator(mode="after")
+    def _datasets_form_a_chain(self) -> RunConfig:
+        """Which document stage each stage reads is configurable (e.g. filter before dedup);
+        the choices must name document stages and must not loop."""
+        reads = self.dataset_inputs()
+        for stage, dataset in reads.items():
+            if dataset not in DOCUMENT_STAGES or dataset == stage:
+                choices = ", ".join(s for s in DOCUMENT_STAGES if s != stage)
+                raise ValueError(f"{stage}.dataset: {dataset!r} is not one of {choices}")
+        for stage in reads:
+            seen = [stage]
+            while seen[-1] in reads:
+                seen.append(reads[seen[-1]])
+                if seen[-1] in seen[:-1]:
+                    raise ValueError("stages read each other in a loop: " + " <- ".join(seen))
+        return self
+
+    def dataset_inputs(self) -> dict[str, str]:
+        """Document stage -> the document stage it reads."""
+        return {
+            "clean": self.clean.dataset,
+            "dedup": self.dedup.dataset,
+            "filter": self.filter.dataset,
+            "tokenizer": self.tokenizer.dataset,
+        }
 
     def resolve(self, path: str) -> str:
         """A path from the config, made absolute against the config file's folder (URLs pass)."""

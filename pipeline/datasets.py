@@ -44,7 +44,7 @@ class PartResult(BaseModel):
 
     key: str
     file: str  # relative to the version folder
-    rejected_file: str
+    rejected_file: str  # "" for parts that are not documents
     rows: int
     rejected_rows: int
     bytes: int
@@ -114,7 +114,7 @@ class VersionBuilder:
 
     def _link_part(self, folder: str, part: PartResult) -> None:
         storage = self.ws.storage
-        for rel in (part.file, part.rejected_file, *part.extra_files):
+        for rel in filter(None, (part.file, part.rejected_file, *part.extra_files)):
             storage.copy(f"{folder}/{rel}", f"{self.dir}/{rel}")
         storage.write_json(self.part_marker(part.key), part.model_dump(mode="json"))
 
@@ -123,18 +123,24 @@ class VersionBuilder:
         self.ws.storage.write_bytes(f"{self.dir}/{rel}", data)
         return {"file": rel, "bytes": len(data), "sha256": sha256_bytes(data)}
 
-    def write_part(self, key: str, docs: pa.Table, rejected: pa.Table, **stats: Any) -> PartResult:
-        """Write one unit's output: documents, rejected documents, then the 'done' marker."""
+    def write_part(
+        self, key: str, docs: pa.Table, rejected: pa.Table | None, folder: str = "", **stats: Any
+    ) -> PartResult:
+        """Write one unit's output: documents, rejected documents, then the 'done' marker.
+        A part that is not documents (e.g. dedup's signatures) goes in a `_` folder, which
+        readers of the version folder as a Parquet dataset skip, and has no rejected file."""
         storage = self.ws.storage
-        rel, rejected_rel = f"part-{key}.parquet", f"rejected/part-{key}.parquet"
+        rel = f"{folder}part-{key}.parquet"
+        rejected_rel = "" if rejected is None else f"rejected/part-{key}.parquet"
         data = storage.write_parquet(f"{self.dir}/{rel}", docs, crash_name="part.write")
-        storage.write_parquet(f"{self.dir}/{rejected_rel}", rejected)
+        if rejected is not None:
+            storage.write_parquet(f"{self.dir}/{rejected_rel}", rejected)
         part = PartResult(
             key=key,
             file=rel,
             rejected_file=rejected_rel,
             rows=docs.num_rows,
-            rejected_rows=rejected.num_rows,
+            rejected_rows=0 if rejected is None else rejected.num_rows,
             bytes=len(data),
             sha256=sha256_bytes(data),
             **stats,

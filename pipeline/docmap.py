@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.config import RunConfig, Section
+from pipeline.config import ConfigError, Section
 from pipeline.datasets import Dataset, PartResult, VersionBuilder, short_digest
 from pipeline.schema import rejected_schema_of
 from pipeline.workspace import Workspace
@@ -40,13 +40,20 @@ class PartUnit:
     path: str  # workspace-relative
     sha256: str
     rows: int
+    context: str = ""  # digest of the files the stage reads besides its input (models, lists)
 
 
-def list_parts(ws: Workspace, dataset: str) -> list[PartUnit]:
-    """The parts of `dataset`'s current version, in manifest order."""
+def list_parts(ws: Workspace, dataset: str, files: Sequence[str] = ()) -> list[PartUnit]:
+    """The parts of `dataset`'s current version, in manifest order. `files`: what else the
+    stage reads (a model, a blocklist); their content is part of every part's key."""
     current = Dataset.current(ws, dataset)
+    try:
+        digests = ws.file_digests(list(files))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"a file the config lists is missing: {exc.filename or exc}") from None
+    context = short_digest(sorted((path, sha) for path, (sha, _) in digests.items()))
     return [
-        PartUnit(dataset, f"{current.dir}/{part.file}", part.sha256, part.rows)
+        PartUnit(dataset, f"{current.dir}/{part.file}", part.sha256, part.rows, context)
         for part in current.manifest.parts
     ]
 
@@ -60,18 +67,16 @@ def describe_parts(parts: list[PartUnit]) -> dict[str, Any]:
         "parts": len(parts),
         "rows": sum(p.rows for p in parts),
         "content": short_digest([p.sha256 for p in parts]),
+        "files": parts[0].context if parts else None,
     }
 
 
-def part_key(stage: str, code_version: str, unit: PartUnit, cfg: Section) -> str:
-    """A part depends on its input's content and the settings, not on which stage it came from."""
+def part_key(stage_module: Any, unit: PartUnit, cfg: Section) -> str:
+    """A part depends on its input's content, the stage's code and settings, not on which stage
+    the input came from."""
     settings = cfg.model_dump(mode="json", exclude={"dataset"})
-    return short_digest(stage, code_version, settings, unit.sha256)
-
-
-def input_parts(dataset_of: Callable[[RunConfig], str]) -> Callable[[RunConfig, Workspace], Any]:
-    """`list_inputs` for a stage that reads the dataset its config names."""
-    return lambda cfg, ws: list_parts(ws, dataset_of(cfg))
+    identity = (unit.sha256, unit.context)
+    return short_digest(stage_module.NAME, stage_module.CODE_VERSION, settings, identity)
 
 
 _prepared: dict[tuple[str, str, str], DocumentFn] = {}
@@ -123,4 +128,3 @@ def map_documents(
         seconds=round(time.perf_counter() - started, 3),
         unit={"part": unit.path},
     )
-

@@ -61,7 +61,8 @@ IMPORTED_FIELDS = ("url", "title", "author", "date", "language", "license")
 # Keys of a source's JSON metadata record -> document columns.
 SOURCE_METADATA_COLUMNS = {
     **{name: name for name in ("title", "author", "date", "language", "license", "description")},
-    **{"authors": "author", "published": "date", "subjects": "categories", "tags": "tags"},
+    **{"authors": "author", "published": "date", "summary": "description"},
+    **{"languages": "language", "subjects": "categories", "bookshelves": "tags", "tags": "tags"},
 }
 
 # Every page trafilatura gives up on is kept in rejected/ with its reason; its own log lines
@@ -276,7 +277,9 @@ def apply_source_metadata(
     for name, value in known.items() if isinstance(known, dict) else ():
         column = SOURCE_METADATA_COLUMNS.get(name)
         if column and value not in (None, "", []):
-            doc[column] = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+            if isinstance(value, list):  # a book in several languages is filed under its first
+                value = value[0] if column == "language" else "; ".join(map(str, value))
+            doc[column] = str(value)
 
 
 def import_documents(file: InputFile, problems: list[dict]) -> Iterator[dict]:

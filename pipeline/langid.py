@@ -27,12 +27,16 @@ def model_path() -> Path:
     return path
 
 
-@lru_cache(maxsize=1)
-def _model() -> fasttext.FastText._FastText:
-    return fasttext.load_model(str(model_path()))
+@lru_cache(maxsize=4)
+def load(path: str | None = None) -> fasttext.FastText._FastText:
+    """The fastText model at `path` (lid.176.bin or another), or the bundled one; loaded once
+    per process."""
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"fastText language-ID model not found at {path}")
+    return fasttext.load_model(str(path or model_path()))
 
 
 def detect(text: str) -> tuple[str, float]:
     """(ISO 639 code, probability) of the text's language."""
-    labels, probs = _model().predict(" ".join(text.split())[:10_000], k=1)
+    labels, probs = load().predict(" ".join(text.split())[:10_000], k=1)
     return labels[0].removeprefix("__label__"), float(probs[0])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import extract, shards, tokenizer
+from pipeline import clean, dedup, docmap, extract, shards, tokenizer
+from pipeline import filter as filter_stage
 from pipeline.config import ConfigError, RunConfig
 from pipeline.datasets import DatasetError
 from pipeline.stage import MapStage, current_manifest, target_key
@@ -24,6 +26,42 @@ EXTRACT = MapStage(
     unit_key=extract.unit_key,
     process=extract.process_unit,
 )
+
+
+def clean_part(unit: docmap.PartUnit, key: str, cfg: Any, out: Any) -> Any:
+    return docmap.map_documents(clean.NAME, unit, key, cfg, out, clean.prepare)
+
+
+def filter_part(unit: docmap.PartUnit, key: str, cfg: Any, out: Any) -> Any:
+    fields = filter_stage.score_fields(cfg)
+    return docmap.map_documents(
+        filter_stage.NAME, unit, key, cfg, out, filter_stage.prepare, fields
+    )
+
+
+def _document_stage(module: Any, section: Callable[[RunConfig], Any], **steps: Any) -> MapStage:
+    """A stage that reads the document dataset its config section names, part by part."""
+    return MapStage(
+        name=module.NAME,
+        code_version=module.CODE_VERSION,
+        upstream=lambda cfg: (section(cfg).dataset,),
+        section=section,
+        list_inputs=lambda cfg, ws: docmap.list_parts(ws, section(cfg).dataset),
+        describe_inputs=docmap.describe_parts,
+        plan_units=lambda cfg, ws, parts: parts,
+        **{"unit_key": lambda unit, cfg: docmap.part_key(module, unit, cfg), **steps},
+    )
+
+
+CLEAN = _document_stage(clean, lambda cfg: cfg.clean, process=clean_part)
+DEDUP = _document_stage(
+    dedup,
+    lambda cfg: cfg.dedup,
+    unit_key=dedup.signature_key,
+    process=dedup.signature_part,
+    reduce=dedup.write_out,
+)
+FILTER = _document_stage(filter_stage, lambda cfg: cfg.filter, process=filter_part)
 
 TOKENIZER = MapStage(
     name=tokenizer.NAME,
@@ -50,7 +88,32 @@ SHARDS = MapStage(
     headline=shards.headline,
 )
 
-STAGES: dict[str, MapStage] = {stage.name: stage for stage in (EXTRACT, TOKENIZER, SHARDS)}
+STAGES: dict[str, MapStage] = {
+    stage.name: stage for stage in (EXTRACT, CLEAN, DEDUP, FILTER, TOKENIZER, SHARDS)
+}
+CURATE = ("clean", "dedup", "filter")
+
+
+def pipeline_order(cfg: RunConfig) -> list[MapStage]:
+    """Every stage, each after the stages it reads (the config may reorder clean, dedup and
+    filter; it is validated to have no loops)."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for upstream in STAGES[name].upstream(cfg):
+            visit(upstream)
+        ordered.append(name)
+
+    for name in STAGES:
+        visit(name)
+    return [STAGES[name] for name in ordered]
+
+
+def curate_order(cfg: RunConfig) -> list[str]:
+    """clean, dedup and filter in the order their inputs give."""
+    return [stage.name for stage in pipeline_order(cfg) if stage.name in CURATE]
 
 
 def get_stage(name: str) -> MapStage:
@@ -111,7 +174,7 @@ def stage_status(
 def all_statuses(cfg: RunConfig, ws: Workspace) -> list[StageStatus]:
     """Every stage in pipeline order, each judged with its upstream stages' states."""
     statuses: dict[str, StageStatus] = {}
-    for stage in STAGES.values():
+    for stage in pipeline_order(cfg):
         statuses[stage.name] = stage_status(stage, cfg, ws, statuses)
     return list(statuses.values())
 

@@ -82,7 +82,12 @@ def test_tokenizer_and_shards_flows(prefect_server, tmp_path):
     import flows.tokenizer
 
     config = str(write_config(tmp_path, _inputs(tmp_path / "in")))
-    overrides = ["tokenizer.vocab_size=300", "runner.task_runner=processes", "runner.workers=2"]
+    overrides = [
+        "tokenizer.dataset=extract",
+        "tokenizer.vocab_size=300",
+        "runner.task_runner=processes",
+        "runner.workers=2",
+    ]
     flows.extract.run(config, overrides)
     trained = flows.tokenizer.run(config, overrides)
     assert trained["built"] and trained["headline"].startswith("vocabulary 300")
@@ -104,3 +109,18 @@ def test_tokenizer_and_shards_flows(prefect_server, tmp_path):
     ]
     trained = flows.train.run(config, overrides + tiny)
     assert trained["step"] == 3 and (tmp_path / "workspace/runs/main/checkpoint").is_dir()
+
+
+def test_curate_flow_runs_clean_dedup_filter_as_subflows(prefect_server, tmp_path):
+    import flows.curate
+    import flows.extract
+    from tests.test_curate import _config
+
+    config = str(_config(tmp_path, runner={"task_runner": "processes", "workers": 2}))
+    flows.extract.run(config)
+    results = flows.curate.run(config)
+    assert [r["stage"] for r in results] == ["clean", "dedup", "filter"]
+    assert all(r["built"] for r in results)
+    ws = Workspace(str(tmp_path / "workspace"))
+    kept = {d["id"] for d in Dataset.current(ws, "filter").read(["id"]).to_pylist()}
+    assert kept == {"a0", "a1", "a2"}  # as the plain run in test_curate.py

@@ -63,7 +63,7 @@ def _config(folder: Path, train: dict, name: str = "run.yaml") -> Path:
                 "workspace": str(folder / "workspace"),
                 "sources": [{"name": "pages", "warc": [str(folder / "in" / "pages.warc.gz")]}],
                 "runner": {"task_runner": "serial"},
-                "tokenizer": {"vocab_size": 300, "val_fraction": 0.1},
+                "tokenizer": {"dataset": "extract", "vocab_size": 300, "val_fraction": 0.1},
                 "shards": {"row_tokens": 64},
                 "train": {**TINY, **train},
             }

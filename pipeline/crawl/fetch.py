@@ -1,0 +1,472 @@
+"""Fetching one URL: a single attempt that always ends in a FetchResult, never an exception.
+
+`Fetcher` is shared by the crawl's worker threads; each thread gets its own `requests.Session`
+(connection pooling per worker, no state shared between threads). One call to `fetch`:
+- sends GET with the configured User-Agent, `Accept-Encoding: gzip, deflate`, no cookies, no
+  proxies, and the validators of an earlier crawl (If-None-Match / If-Modified-Since) if given;
+- follows redirects itself, up to `max_redirects`, checking every target with the safety rules
+  (pipeline/crawl/safety.py: http(s) only, no private addresses, checked on the connection)
+  and recording every hop;
+- streams the body under caps: `max_bytes` as transferred, `max_decompressed_bytes` after
+  gzip/deflate (a gzip bomb stops at the cap), `read_timeout_s` between two reads and
+  `total_timeout_s` for the whole fetch (a server that drips a byte a second stops there);
+- refuses content types outside `content_types` before reading the body, and text that is
+  binary (WHATWG's "binary data bytes" in its first KiB).
+
+Outcomes: FETCHED (a 2xx body), NOT_MODIFIED (a 304: the page is unchanged, nothing to store
+again), RETRY (transient: timeouts, connection errors and resets, 408, 429, 5xx; `retry_delay`
+says when) and FAILED (permanent: other 4xx, unsafe targets, redirect loops, too many
+redirects, too large, wrong content type, binary text, broken compression). A failure has a
+short machine-readable `reason` and a human `detail`. Charset trouble is not a failure (the
+extract stage sniffs the encoding) but is noted in `warnings`: `charset_missing`,
+`charset_unknown`, `charset_mismatch`.
+
+Each hop is an `Exchange`: the request as sent (method, target, headers) and the response as
+received (status line, headers, payload bytes as transferred: still content-encoded, with
+chunked transfer coding removed), which is what a WARC request/response record pair holds.
+"""
+
+from __future__ import annotations
+
+import codecs
+import http.client
+import http.cookiejar
+import random
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from urllib.parse import urljoin, urlsplit
+
+import requests
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+from pipeline.config import CrawlConfig
+from pipeline.crawl.safety import AddressPolicy, SafeAdapter, UnsafeTarget, check_url
+
+ACCEPT = (
+    "text/html,application/xhtml+xml,application/xml;q=0.9,text/plain;q=0.8,"
+    "application/json;q=0.8,*/*;q=0.5"
+)
+REDIRECTS = {301, 302, 303, 307, 308}
+TRANSIENT_STATUSES = {408, 429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524}
+READ_SIZE = 64 * 1024
+SNIFF_BYTES = 1024
+# WHATWG MIME sniffing: bytes that never occur in text ("binary data bytes")
+_BINARY_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+_UNICODE_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_BE, codecs.BOM_UTF16_LE)
+
+
+class Outcome(StrEnum):
+    FETCHED = "fetched"
+    NOT_MODIFIED = "not_modified"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its response as they crossed the wire (one WARC request/response pair).
+
+    `payload` is the body as transferred (content-encoded, de-chunked). `truncated` uses the
+    WARC-Truncated values ("length", "time", "disconnect") when the body was not read whole."""
+
+    url: str
+    started_at: float  # time.time() when the request was sent: WARC-Date
+    peer: str | None  # the IP address connected to: WARC-IP-Address
+    method: str
+    target: str  # path and query, as in the request line
+    request_headers: list[tuple[str, str]]
+    http_version: str  # "HTTP/1.1"
+    status: int
+    reason_phrase: str
+    response_headers: list[tuple[str, str]]
+    payload: bytes = b""
+    truncated: str | None = None
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.method} {self.target} {self.http_version}"
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.http_version} {self.status} {self.reason_phrase}"
+
+    def header(self, name: str) -> str | None:
+        """The response header's values joined with ", " (RFC 9110), or None."""
+        values = [v for k, v in self.response_headers if k.lower() == name.lower()]
+        return ", ".join(values) if values else None
+
+
+@dataclass
+class FetchResult:
+    url: str  # as asked for
+    outcome: Outcome
+    reason: str | None = None  # why it is RETRY or FAILED: "timeout", "http_503", ...
+    detail: str = ""
+    exchanges: list[Exchange] = field(default_factory=list)  # every hop, the final one last
+    body: bytes = b""  # the final payload, content-decoded (FETCHED only)
+    retry_after_s: float | None = None  # what the server asked for (429/503 Retry-After)
+    warnings: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def final(self) -> Exchange | None:
+        return self.exchanges[-1] if self.exchanges else None
+
+    @property
+    def final_url(self) -> str:
+        return self.final.url if self.final else self.url
+
+    @property
+    def status(self) -> int | None:
+        return self.final.status if self.final else None
+
+    @property
+    def transient(self) -> bool:
+        return self.outcome is Outcome.RETRY
+
+    def header(self, name: str) -> str | None:
+        return self.final.header(name) if self.final else None
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type, lower case, without parameters."""
+        media = (self.header("Content-Type") or "").split(";")[0].strip().lower()
+        return media or None
+
+    @property
+    def charset(self) -> str | None:
+        return _charset(self.header("Content-Type"))
+
+    @property
+    def etag(self) -> str | None:
+        return self.header("ETag")
+
+    @property
+    def last_modified(self) -> str | None:
+        return self.header("Last-Modified")
+
+
+class _BodyError(Exception):
+    def __init__(self, outcome: Outcome, reason: str, detail: str, truncated: str | None):
+        super().__init__(detail)
+        self.outcome, self.reason, self.detail, self.truncated = outcome, reason, detail, truncated
+
+
+class Fetcher:
+    """Fetches URLs under one CrawlConfig; safe to share between threads (a Session each)."""
+
+    def __init__(self, cfg: CrawlConfig):
+        self.cfg = cfg
+        self.policy = AddressPolicy(cfg.allow_networks)
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def session(self) -> requests.Session:
+        """This thread's session, made on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # no proxies from the environment: see safety.py
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            session.headers.update(
+                {
+                    "User-Agent": self.cfg.user_agent,
+                    "Accept": ACCEPT,
+                    "Accept-Encoding": "gzip, deflate",
+                }
+            )
+            adapter = SafeAdapter(self.policy, pool_connections=64, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+        self._local = threading.local()
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        content_types: list[str] | None = None,
+        max_bytes: int | None = None,
+    ) -> FetchResult:
+        """One attempt at `url`. `etag`/`last_modified` (from an earlier crawl) make it
+        conditional; `content_types` (empty: any) and `max_bytes` override the config for this
+        call (robots.txt, say). Never raises for anything the network or the server does."""
+        started = time.monotonic()
+        result = FetchResult(url, Outcome.FAILED)
+        try:
+            self._follow(url, result, started, etag, last_modified, content_types, max_bytes)
+        except _BodyError as exc:
+            result.outcome, result.reason, result.detail = exc.outcome, exc.reason, exc.detail
+        result.elapsed_s = time.monotonic() - started
+        return result
+
+    def _follow(
+        self,
+        url: str,
+        result: FetchResult,
+        started: float,
+        etag: str | None,
+        last_modified: str | None,
+        content_types: list[str] | None,
+        max_bytes: int | None,
+    ) -> None:
+        cfg = self.cfg
+        deadline = started + cfg.total_timeout_s
+        seen = {url}
+        current = url
+        for hop in range(cfg.max_redirects + 1):
+            headers = {}
+            if hop == 0 and etag:
+                headers["If-None-Match"] = etag
+            if hop == 0 and last_modified:
+                headers["If-Modified-Since"] = last_modified
+            response, sent_at = self._send(current, headers, deadline)
+            with response:
+                status = response.status_code
+                location = response.headers.get("Location") if status in REDIRECTS else None
+                if location is None and 200 <= status < 300:
+                    allowed = cfg.content_types if content_types is None else content_types
+                    _check_type(response, allowed, max_bytes, cfg)
+                exchange, body = self._read(response, sent_at, deadline, max_bytes)
+            result.exchanges.append(exchange)
+            if location is not None:
+                target = urljoin(current, location.strip())
+                if target in seen:
+                    raise _BodyError(Outcome.FAILED, "redirect_loop", f"{target} again", None)
+                seen.add(target)
+                current = target
+                continue
+            _classify(result, exchange, body)
+            return
+        raise _BodyError(
+            Outcome.FAILED, "too_many_redirects", f"more than {cfg.max_redirects}", None
+        )
+
+    def _send(
+        self, url: str, headers: dict[str, str], deadline: float
+    ) -> tuple[requests.Response, float]:
+        """The response, its body not read yet, and when the request was sent."""
+        sent_at = time.time()
+        try:
+            check_url(url)
+            session = self.session()
+            prepared = session.prepare_request(requests.Request("GET", url, headers=headers))
+            # Sent explicitly so that the recorded request headers are the ones sent.
+            prepared.headers["Host"] = urlsplit(prepared.url).netloc.rsplit("@", 1)[-1]
+            remaining = max(deadline - time.monotonic(), 0.001)
+            timeout = (
+                min(self.cfg.connect_timeout_s, remaining),
+                min(self.cfg.read_timeout_s, remaining),
+            )
+            response = session.send(prepared, stream=True, timeout=timeout, allow_redirects=False)
+        except UnsafeTarget as exc:
+            raise _BodyError(Outcome.FAILED, exc.reason, str(exc), None) from None
+        except requests.Timeout as exc:
+            raise _BodyError(Outcome.RETRY, "timeout", f"{url}: {exc}", None) from None
+        except requests.ConnectionError as exc:
+            raise _BodyError(Outcome.RETRY, "connection", f"{url}: {exc}", None) from None
+        except (requests.RequestException, ValueError) as exc:  # invalid URL, bad header
+            raise _BodyError(Outcome.FAILED, "invalid_request", f"{url}: {exc}", None) from None
+        return response, sent_at
+
+    def _read(
+        self, response: requests.Response, sent_at: float, deadline: float, max_bytes: int | None
+    ) -> tuple[Exchange, bytes]:
+        """The response as an Exchange, and its content-decoded body; a body that breaks a cap
+        or the connection raises _BodyError."""
+        url = response.request.url or ""
+        raw = response.raw
+        version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(raw.version, "HTTP/1.1")
+        exchange = Exchange(
+            url=url,
+            started_at=sent_at,
+            peer=_peer(response),
+            method=response.request.method or "GET",
+            target=response.request.path_url,
+            request_headers=list(response.request.headers.items()),
+            http_version=version,
+            status=response.status_code,
+            reason_phrase=response.reason or http.client.responses.get(response.status_code, ""),
+            response_headers=list(raw.headers.items()),
+        )
+        limit = max_bytes or self.cfg.max_bytes
+        try:
+            payload, body = _read_body(response, limit, self.cfg.max_decompressed_bytes, deadline)
+        except _BodyError as exc:
+            exc.detail = f"{url}: {exc.detail}"
+            raise
+        return replace(exchange, payload=payload), body
+
+
+def _peer(response: requests.Response) -> str | None:
+    """The connected socket's address, when the connection still has one (best effort)."""
+    try:
+        return str(response.raw.connection.sock.getpeername()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def _check_type(
+    response: requests.Response, allowed: list[str], max_bytes: int | None, cfg: CrawlConfig
+) -> None:
+    """Refuse a 2xx response by its headers, before reading its body."""
+    url = response.request.url
+    media = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if media and allowed and media not in allowed:
+        raise _BodyError(Outcome.FAILED, "content_type", f"{url}: {media} is not fetched", None)
+    length = response.headers.get("Content-Length", "")
+    limit = max_bytes or cfg.max_bytes
+    if length.isdigit() and int(length) > limit:
+        detail = f"{url}: Content-Length {length} > {limit}"
+        raise _BodyError(Outcome.FAILED, "too_large", detail, None)
+
+
+def _read_body(
+    response: requests.Response, max_bytes: int, max_decoded: int, deadline: float
+) -> tuple[bytes, bytes]:
+    """(payload as transferred, payload content-decoded), read under the caps."""
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    decoder = _decoder(encoding)
+    raw, decoded = bytearray(), bytearray()
+    while True:
+        if time.monotonic() > deadline:
+            raise _BodyError(Outcome.RETRY, "too_slow", "total_timeout_s reached", "time")
+        try:
+            # read1: one receive at most, so a slow drip returns here to meet the deadline
+            data = response.raw.read1(READ_SIZE, decode_content=False)
+        except (ReadTimeoutError, TimeoutError) as exc:
+            raise _BodyError(Outcome.RETRY, "timeout", f"reading the body: {exc}", "time") from None
+        except (ProtocolError, OSError, http.client.HTTPException) as exc:
+            raise _BodyError(
+                Outcome.RETRY, "connection_reset", f"body cut short: {exc}", "disconnect"
+            ) from None
+        if not data:
+            break
+        raw += data
+        if len(raw) > max_bytes:
+            raise _BodyError(Outcome.FAILED, "too_large", f"body over {max_bytes} bytes", "length")
+        if decoder is None:
+            continue
+        try:
+            decoded += decoder.decompress(data, max_decoded + 1 - len(decoded))
+        except zlib.error as exc:
+            raise _BodyError(Outcome.FAILED, "bad_encoding", f"{encoding}: {exc}", None) from None
+        if len(decoded) > max_decoded or decoder.unconsumed_tail:
+            raise _BodyError(
+                Outcome.FAILED,
+                "decompressed_too_large",
+                f"{encoding} body inflates past {max_decoded} bytes",
+                "length",
+            )
+    if decoder is None:
+        return bytes(raw), bytes(raw)
+    if raw and not decoder.eof:
+        raise _BodyError(Outcome.FAILED, "bad_encoding", f"{encoding} stream ends early", None)
+    return bytes(raw), bytes(decoded)
+
+
+def _decoder(encoding: str) -> zlib._Decompress | None:
+    if encoding in ("identity", ""):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib-wrapped (or gzip): what is sent
+    raise _BodyError(Outcome.FAILED, "bad_encoding", f"Content-Encoding {encoding!r}", None)
+
+
+def _classify(result: FetchResult, exchange: Exchange, body: bytes) -> None:
+    status = exchange.status
+    if status == 304:
+        result.outcome = Outcome.NOT_MODIFIED
+        return
+    if 200 <= status < 300:
+        result.outcome, result.body = Outcome.FETCHED, body
+        media = result.content_type
+        if media and (media.startswith("text/") or media.endswith(("+xml", "/xml"))):
+            _check_text(result, body)
+        return
+    result.reason, result.detail = f"http_{status}", f"{exchange.url}: {exchange.status_line}"
+    if status in TRANSIENT_STATUSES or status >= 500:
+        result.outcome = Outcome.RETRY
+        result.retry_after_s = parse_retry_after(exchange.header("Retry-After"))
+    else:
+        result.outcome = Outcome.FAILED
+
+
+def _check_text(result: FetchResult, body: bytes) -> None:
+    """Binary bytes in a text type fail the fetch; charset trouble is only noted."""
+    head = body[:SNIFF_BYTES]
+    if not head.startswith(_UNICODE_BOMS) and any(b in _BINARY_BYTES for b in head):
+        result.outcome, result.body = Outcome.FAILED, b""
+        result.reason = "binary_body"
+        result.detail = f"{result.final_url}: {result.content_type} but binary bytes in its start"
+        return
+    charset = result.charset
+    if charset is None:
+        result.warnings.append("charset_missing")
+        return
+    try:
+        body.decode(charset)
+    except LookupError:
+        result.warnings.append("charset_unknown")
+    except UnicodeDecodeError:
+        result.warnings.append("charset_mismatch")
+
+
+def _charset(content_type: str | None) -> str | None:
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip(' "'):
+            return value.strip(' "').lower()
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def retry_delay(
+    attempt: int,
+    retry_after_s: float | None,
+    cfg: CrawlConfig,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds to wait after failed attempt number `attempt` (1 = the first), or None to give
+    up on the URL in this crawl (out of attempts, or the server asks for longer than
+    `retry_after_max_s`). Exponential backoff `retry_base_s * 2**(attempt-1)` capped at
+    `retry_max_s`, with equal jitter (half fixed, half random, so the delay never shrinks
+    from one attempt to the next), and never less than Retry-After."""
+    if attempt >= cfg.max_attempts:
+        return None
+    if retry_after_s is not None and retry_after_s > cfg.retry_after_max_s:
+        return None
+    backoff = min(cfg.retry_max_s, cfg.retry_base_s * 2 ** (attempt - 1))
+    jittered = backoff / 2 + (rng or random).uniform(0, backoff / 2)
+    return max(jittered, retry_after_s or 0.0)
