@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial, wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -251,8 +252,6 @@ def sample(
     config_path: str, run_name: str | None, tokens: int, temperature: float, seed: int, prompt: str
 ) -> None:
     """Print text that a run's model generates from PROMPT."""
-    from pathlib import Path
-
     from model.train import sample as generate
 
     cfg = load_config(config_path)
@@ -261,6 +260,61 @@ def sample(
     if not (run_dir / "run.json").exists():
         raise DatasetError(f"no run {run_dir.name} in {ws.root}: `textmill run train` first")
     click.echo(generate(ws, run_dir, prompt, tokens, temperature=temperature, seed=seed))
+
+
+@main.command("train-quality-classifier")
+@config_option
+@click.option(
+    "--positives", multiple=True, help="Good examples: JSONL with `text`, or one per line."
+)
+@click.option("--negatives", multiple=True, help="Bad examples, as --positives.")
+@click.option(
+    "--labelled", multiple=True, help="An evaluation set: JSONL with `text` and `label` (hq/lq)."
+)
+@click.option(
+    "--ccnet", multiple=True, help="CCNet JSONL(.gz) files: head bucket = good, to evaluate."
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--epochs", default=5, show_default=True)
+@fails_cleanly
+def train_quality_classifier(
+    config_path: str,
+    positives: tuple[str, ...],
+    negatives: tuple[str, ...],
+    labelled: tuple[str, ...],
+    ccnet: tuple[str, ...],
+    seed: int,
+    epochs: int,
+) -> None:
+    """Train the fastText classifier that the filter's `quality` step uses.
+
+    Without --positives/--negatives, as DCLM does: books and articles of the dataset the filter
+    reads are good, what clean and filter rejected is bad. It is evaluated on a held-out split
+    and on the sets you give with --labelled and --ccnet, which our filters did not label."""
+    from pipeline.datasets import short_digest
+    from pipeline.filters import quality
+
+    cfg = load_config(config_path)
+    ws = Workspace(cfg.workspace_root)
+    good = [text for path in positives for text in quality.read_examples(cfg.resolve(path))]
+    bad = [text for path in negatives for text in quality.read_examples(cfg.resolve(path))]
+    if not (good and bad):
+        found_good, found_bad = quality.workspace_examples(ws, cfg.filter.dataset)
+        good, bad = good or found_good, bad or found_bad
+    external = {Path(path).name: quality.read_labelled(cfg.resolve(path)) for path in labelled}
+    if ccnet:
+        external["ccnet"] = quality.ccnet_examples([cfg.resolve(path) for path in ccnet])
+    version = short_digest(sorted(good), sorted(bad), seed, epochs)
+    out_dir = ws.storage.path(f"{quality.MODELS_FOLDER}/{version}")
+    with ws.lock("textmill train-quality-classifier"):
+        evaluation = quality.train_quality_classifier(
+            good, bad, out_dir, seed=seed, epochs=epochs, external=external
+        )
+    click.echo(json.dumps(evaluation, indent=2))
+    click.echo(
+        f"classifier: {out_dir}/{quality.MODEL_FILE}\nTo use it: set filter.quality.model to that "
+        "path and add `quality` to filter.steps."
+    )
 
 
 @main.command()

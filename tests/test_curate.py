@@ -170,3 +170,36 @@ def test_stages_can_be_reordered_by_their_inputs(tmp_path):
 def test_inputs_that_loop_or_name_no_document_stage_are_config_errors(tmp_path, sections, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_config(tmp_path, **sections))
+
+
+def test_a_trained_quality_classifier_scores_documents_in_the_filter(tmp_path):
+    """`textmill train-quality-classifier` from examples a user gives, evaluated on a labelled
+    set of theirs, then the filter's `quality` step with that model."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    sentences = [s.strip() + "." for text in ARTICLES for s in text.split(".") if len(s) > 40]
+    junk = [
+        f"login {i} | cart | menu | $${i}.99 | click | sign up | cookie {i} ok" for i in range(40)
+    ]
+    (tmp_path / "good.txt").write_text("\n".join(sentences * 3))
+    (tmp_path / "bad.txt").write_text("\n".join(junk))
+    labelled = [{"text": sentences[i], "label": "hq"} for i in range(5)]
+    labelled += [{"text": junk[i], "label": "lq"} for i in range(5)]
+    (tmp_path / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    config = _config(tmp_path)
+    examples = ["--positives", "good.txt", "--negatives", "bad.txt", "--labelled", "labelled.jsonl"]
+    trained = CliRunner().invoke(
+        main, ["train-quality-classifier", "-c", str(config), *examples], catch_exceptions=False
+    )
+    assert trained.exit_code == 0, trained.output
+    evaluation = json.loads(trained.output[: trained.output.rindex("}") + 1])
+    assert evaluation["external"]["labelled.jsonl"]["recall"] == 1.0
+    model = trained.output.split("classifier: ")[1].split()[0]
+
+    steps = "filter.steps=[language,gopher_quality,gopher_repetition,quality]"
+    _, ws = _run_all(config, steps, f"filter.quality.model={model}")
+    kept = Dataset.current(ws, "filter").read().to_pylist()
+    assert {d["id"] for d in kept} == {"a0", "a1", "a2"}
+    assert all(d["quality_score"] > 0.5 for d in kept)

@@ -213,3 +213,68 @@ def ccnet_examples(
                 texts.append(text)
                 labels.append(bucket in good_buckets)
     return texts, labels
+
+
+# ----- training data from a workspace, for `textmill train-quality-classifier` -----
+
+CHUNK_WORDS = 400  # books are cut into examples of about this many words
+MODELS_FOLDER = "models/quality"
+
+
+def read_examples(path: str) -> list[str]:
+    """Examples a user gives: JSONL with a `text` field, or plain text with one per line."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        lines = [line for line in fh if line.strip()]
+    if not path.endswith((".jsonl", ".jsonl.gz")):
+        return [line.strip() for line in lines]
+    return [str(record["text"]) for record in _json_records(path, lines)]
+
+
+def read_labelled(path: str) -> tuple[list[str], list[bool]]:
+    """A user's labelled set: JSONL with `text` and `label` (true/false, or "hq"/"lq")."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        records = _json_records(path, [line for line in fh if line.strip()])
+    return [str(r["text"]) for r in records], [r["label"] in (True, 1, "hq") for r in records]
+
+
+def _json_records(path: str, lines: list[str]) -> list[dict[str, Any]]:
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: record {number} is not JSON ({exc})") from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise ValueError(f"{path}: record {number} has no `text` field")
+        records.append(record)
+    return records
+
+
+def chunks(text: str, words: int = CHUNK_WORDS) -> Iterable[str]:
+    tokens = text.split()
+    for start in range(0, len(tokens), words):
+        yield " ".join(tokens[start : start + words])
+
+
+def workspace_examples(ws: Any, dataset: str) -> tuple[list[str], list[str]]:
+    """DCLM's default in our terms: books and articles of `dataset` (the one the filter reads)
+    are positives, cut into chunks; what clean and filter rejected is negative."""
+    from pipeline.datasets import Dataset, DatasetError
+
+    current = Dataset.current(ws, dataset)
+    positives = [
+        chunk
+        for row in current.read(["text", "source_kind"]).to_pylist()
+        if row["source_kind"] in ("book", "article")
+        for chunk in chunks(row["text"])
+    ]
+    negatives = []
+    for stage in ("clean", "filter"):
+        try:
+            rejected = Dataset.current(ws, stage).read(["text"], rejected=True)
+        except DatasetError:
+            continue
+        negatives += [text for text in rejected.column("text").to_pylist() if text]
+    return positives, negatives
