@@ -55,7 +55,7 @@ FAULTS = (
     "redirect-loop",  # -> redirect-loop-2 -> redirect-loop
     "redirect-chain",  # /fault/redirect-chain/<n>: n redirects, then a page
     "reset",  # connection reset in the middle of the body
-    "drip",  # a byte a second
+    "drip",  # a byte every 0.25 s
     "429",  # Too Many Requests, Retry-After: 7
     "503",  # Service Unavailable, Retry-After as an HTTP date 30 s ahead
     "noai-header",  # X-Robots-Tag: noai
@@ -456,8 +456,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _drip(self) -> None:
         self._start(HTML, 1000)
         try:
-            for _ in range(1000):
-                if self.server.stopping.wait(1.0):
+            for _ in range(1000):  # each byte well within a read timeout; the whole too slow
+                if self.server.stopping.wait(0.25):
                     break
                 self.wfile.write(b"a")
                 self.wfile.flush()

@@ -241,6 +241,7 @@ def test_an_empty_dataset_is_a_clear_error(tmp_path):
                 "workspace": str(tmp_path / "ws"),
                 "runner": {"task_runner": "serial"},
                 "sources": [{"name": "x", "warc": [str(tmp_path / "in" / "x.warc.gz")]}],
+                "tokenizer": {"dataset": "extract"},
             }
         )
     )

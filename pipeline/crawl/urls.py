@@ -11,6 +11,7 @@ thread-safe.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ _QUERY_SAFE = "/:@!$'()*+,;=?%"
 _SKIPPED_SCHEMES = ("mailto:", "javascript:", "tel:", "data:", "sms:", "ftp:", "file:")
 
 
+# Pages link to the same URLs over and over (menus, sections): a crawl normalizes each once.
+@functools.lru_cache(maxsize=65536)
 def normalize_url(url: str) -> str:
     """The canonical form of an absolute http(s) URL (RFC 3986 section 6 plus crawler practice):
     lowercase scheme and host (IDNA hosts as punycode, no trailing dot), default port dropped,
