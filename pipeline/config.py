@@ -26,6 +26,13 @@ SourceKind = Literal["web", "article", "book"]
 DOCUMENT_STAGES = ("extract", "clean", "dedup", "filter")
 
 
+def _once_each(names: list[str], rule: str) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{rule}, repeated: {', '.join(repeated)}")
+    return names
+
+
 class ConfigError(ValueError):
     """A run config that cannot be used; the message says which file, key and problem."""
 
@@ -384,10 +391,7 @@ class FilterConfig(Section):
     @field_validator("steps")
     @classmethod
     def _steps_once_each(cls, steps: list[str]) -> list[str]:
-        repeated = sorted({s for s in steps if steps.count(s) > 1})
-        if repeated:
-            raise ValueError(f"each filter may be listed once, repeated: {', '.join(repeated)}")
-        return steps
+        return _once_each(steps, "each filter may be listed once")
 
     @model_validator(mode="after")
     def _listed_steps_are_configured(self) -> FilterConfig:
@@ -518,10 +522,7 @@ class RunConfig(Section):
     @field_validator("sources")
     @classmethod
     def _unique_source_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
-        names = [s.name for s in sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"source names must be unique, repeated: {', '.join(dupes)}")
+        _once_each([s.name for s in sources], "source names must be unique")
         return sources
 
     @model_validator(mode="after")
