@@ -203,3 +203,41 @@ def test_a_trained_quality_classifier_scores_documents_in_the_filter(tmp_path):
     kept = Dataset.current(ws, "filter").read().to_pylist()
     assert {d["id"] for d in kept} == {"a0", "a1", "a2"}
     assert all(d["quality_score"] > 0.5 for d in kept)
+
+
+def test_a_new_generation_costs_only_its_own_documents_and_never_readmits_a_duplicate(tmp_path):
+    """Dedup runs over the union of every crawl generation: a recrawl's copy of a page the
+    corpus holds is dropped (the earliest generation wins, even against a longer copy), and
+    only the new generation's part is signed."""
+    from tests.helpers import article, write_warc
+
+    crawl = tmp_path / "workspace" / "crawl" / "pages"
+
+    def generation(name: str, pages: dict[str, str]) -> None:
+        records = [{"url": url, "body": article(url, body)} for url, body in pages.items()]
+        write_warc(crawl / name / "00000.warc.gz", records)
+        (crawl / name / "_manifest.json").write_text("{}")
+
+    old = {f"https://example.org/{i}": text for i, text in enumerate(ARTICLES)}
+    generation("20260101T000000Z", old)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "workspace": str(tmp_path / "workspace"),
+                "sources": [{"name": "pages", "kind": "web"}],
+                "runner": {"task_runner": "serial"},
+                "clean": {"boilerplate": False},
+            }
+        )
+    )
+    first, ws = _run_all(config)
+    assert first["dedup"]["docs_out"] == 3
+
+    longer_copy = ARTICLES[0] + "\n\nA footnote the second crawl found on the page."
+    generation("20260201T000000Z", {"https://example.org/moved": longer_copy})
+    second, _ = _run_all(config)
+    assert second["dedup"]["units_run"] == 1 and second["dedup"]["units_reused"] == 1
+    assert second["dedup"]["dropped"] == {"near_duplicate": 1}
+    kept = Dataset.current(ws, "dedup").read(["url", "generation"]).to_pylist()
+    assert {d["url"] for d in kept} == set(old)
