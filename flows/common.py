@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from flows.artifacts import publish_stage
 from pipeline import stage
 from pipeline.config import RunConfig, RunnerConfig, load_config
 from pipeline.datasets import Dataset
@@ -85,5 +86,6 @@ def run_map_stage(
             wait(futures)  # every unit ends before an error releases the lock
             results = [future.result() for future in futures]
         manifest = stage.finish(build, results)
+        publish_stage(ws, map_stage, manifest)
         result = stage.build_summary(build, manifest)
         return {**result, "workers_start_s": round(workers_start_s, 3)}

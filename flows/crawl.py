@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import publish_crawl
 from flows.common import load_run
 from pipeline.crawl import crawler
 
@@ -23,9 +24,11 @@ def crawl_flow(config_path: str, overrides: list[str] | None = None, force: bool
     with ws.lock("crawl flow"):
         futures = crawl_source.map(unmapped(cfg), unmapped(ws), sources)
         wait(futures)  # every source ends before an error releases the lock
-        return {
+        summaries = {
             source.name: future.result() for source, future in zip(sources, futures, strict=True)
         }
+        publish_crawl(ws, summaries)
+        return summaries
 
 
 def run(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.artifacts import TrainProgress
 from flows.common import load_run
 from model.train import train
 
@@ -15,7 +16,10 @@ train_task = task(train, name="train", cache_policy=NO_CACHE)
 def train_flow(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:
     cfg, ws = load_run(config_path, overrides)
     with ws.lock("train flow"):
-        return train_task(cfg, ws, restart=force)
+        progress = TrainProgress(cfg, ws, log=print)
+        result = train_task(cfg, ws, log=progress, restart=force)
+        progress.finish(result)
+        return result
 
 
 def run(config_path: str, overrides: list[str] | None = None, force: bool = False) -> dict:

@@ -317,6 +317,286 @@ def train_quality_classifier(
     )
 
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+stage_option = click.option(
+    "--stage",
+    default=None,
+    help="The document stage (default: the dataset the tokenizer reads, the curated one).",
+)
+
+
+def _catalog(config_path: str) -> Any:
+    from pipeline.inspect import Catalog
+
+    cfg = load_config(config_path)
+    return Catalog(cfg, Workspace(cfg.workspace_root))
+
+
+def _print(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        out.print_json(json.dumps(data, default=str))
+    else:
+        render(data)
+
+
+def _table(title: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> Table:
+    columns = columns or (list(rows[0]) if rows else [])
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _one_line(text: str | None, width: int = 120) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@main.group("inspect")
+def inspect_group() -> None:
+    """Look into the workspace's datasets: summary, funnel, samples, one document, what-if
+    thresholds and SQL over the Parquet parts (DuckDB). Each view takes --json for scripts."""
+
+
+@inspect_group.command("summary")
+@config_option
+@stage_option
+@click.option("--top", default=10, show_default=True, help="Rows per breakdown.")
+@json_option
+@fails_cleanly
+def inspect_summary(config_path: str, stage: str | None, top: int, as_json: bool) -> None:
+    """Documents, characters and tokens (once shards exist) by source kind, language and
+    domain; the length distribution."""
+    from pipeline.inspect import summary
+
+    def render(s: dict[str, Any]) -> None:
+        tokens = "no shards of this version yet" if s["tokens"] is None else f"{s['tokens']:,}"
+        click.echo(
+            f"{s['stage']} {s['version']}: {s['documents']:,} documents, "
+            f"{s['characters']:,} characters, tokens: {tokens}, {s['domains']:,} domains"
+        )
+        columns = ["value", "documents", "characters", "tokens"]
+        for key, title in (("by_source_kind", "source kind"), ("by_language", "language")):
+            out.print(_table(title, s[key], columns))
+        out.print(_table(f"top {len(s['by_domain'])} domains", s["by_domain"], columns))
+        q = s["length"]["quantiles"]
+        click.echo("length (characters): " + ", ".join(f"{k} {v}" for k, v in q.items()))
+        most = max((h["documents"] for h in s["length"]["histogram"]), default=1)
+        for h in s["length"]["histogram"]:
+            bar = "█" * max(1, round(40 * h["documents"] / most))
+            click.echo(f"  {h['low']:>9,} - {h['high'] - 1:>9,}  {bar} {h['documents']:,}")
+
+    _print(summary(_catalog(config_path), stage, top), as_json, render)
+
+
+@inspect_group.command("funnel")
+@config_option
+@json_option
+@fails_cleanly
+def inspect_funnel(config_path: str, as_json: bool) -> None:
+    """Documents in and out of each stage, from the crawl's fetched pages to the filter, and
+    how many each stage dropped per reason."""
+    from pipeline.inspect import funnel
+
+    def render(rows: list[dict[str, Any]]) -> None:
+        shown = [{**r, "dropped": sum(r.get("dropped", {}).values())} for r in rows]
+        columns = ["stage", "version", "docs_in", "docs_out", "dropped", "errors", "note"]
+        out.print(_table("funnel", shown, columns))
+        for r in rows:
+            for reason, count in r.get("dropped", {}).items():
+                click.echo(f"  {r['stage']} dropped {count:,}: {reason}")
+
+    _print(funnel(_catalog(config_path)), as_json, render)
+
+
+@inspect_group.command("sample")
+@config_option
+@stage_option
+@click.option("-n", "n", type=int, default=None, help="Documents (default 10; 20 with --search).")
+@click.option("--seed", default=0, show_default=True, help="The same seed, the same sample.")
+@click.option("--reason", default=None, help="Dropped documents of this reason (or filter).")
+@click.option("--domain", default=None, help="This hostname and its subdomains.")
+@click.option("--search", default=None, help="Text containing this (first matches in order).")
+@click.option("--score", default=None, metavar="COL:LO:HI", help="A score column in a range.")
+@json_option
+@fails_cleanly
+def inspect_sample(
+    config_path: str,
+    stage: str | None,
+    n: int | None,
+    seed: int,
+    reason: str | None,
+    domain: str | None,
+    search: str | None,
+    score: str | None,
+    as_json: bool,
+) -> None:
+    """Sample documents: at random (seeded), dropped ones by reason, by domain, by substring
+    or by score range; the conditions combine."""
+    from pipeline.inspect import parse_score_range, sample
+
+    score_range = parse_score_range(score) if score else None
+    found = sample(_catalog(config_path), stage, n, seed, reason, domain, search, score_range)
+
+    def render(s: dict[str, Any]) -> None:
+        click.echo(f"{len(s['documents'])} documents of {s['source']}")
+        for d in s["documents"]:
+            why = f"  {d['stage']}: {d['reason']} ({d['detail']})" if reason else ""
+            click.echo(f"\n{d['id']}  {d['url']}  {d['chars']:,} characters{why}")
+            click.echo(f"    {_one_line(d['preview'], 200)}")
+
+    _print(found, as_json, render)
+
+
+@inspect_group.command("doc")
+@config_option
+@click.argument("doc_id", metavar="ID")
+@click.option("--chars", default=2000, show_default=True, help="Text shown (--json: all).")
+@json_option
+@fails_cleanly
+def inspect_doc(config_path: str, doc_id: str, chars: int, as_json: bool) -> None:
+    """One document: where it was dropped (if it was), provenance, metadata, every filter
+    score, its dedup cluster, and its text."""
+    from pipeline.inspect import document
+
+    def render(d: dict[str, Any]) -> None:
+        where = ", ".join(
+            f"{s['stage']} ({'kept' if s['kept'] else 'dropped'})" for s in d["stages"]
+        )
+        click.echo(f"document {d['id']}: {where}")
+        if d["dropped"]:
+            drop = d["dropped"]
+            click.echo(f"dropped by {drop['stage']}: {drop['reason']} ({drop['detail']})")
+        for key in ("provenance", "metadata", "scores"):
+            rows = [{"field": k, "value": v} for k, v in d[key].items() if v is not None]
+            out.print(_table(key, rows, ["field", "value"]))
+        cluster = d["dedup"]
+        if cluster is None:
+            click.echo("dedup: no duplicate")
+        elif cluster["kept"]:
+            replaced = ", ".join(f"{r['id']} ({r['kind']})" for r in cluster["replaced"])
+            click.echo(f"dedup: kept in place of {replaced}")
+        else:
+            click.echo(
+                f"dedup: {cluster['kind']} duplicate of {cluster['kept_in_its_place']} "
+                f"(similarity {cluster['similarity']}), which was kept in its place"
+            )
+        text = d["text"] or ""
+        more = f"\n… {len(text) - chars:,} more characters" if len(text) > chars else ""
+        click.echo(f"\n{text[:chars]}{more}")
+
+    _print(document(_catalog(config_path), doc_id), as_json, render)
+
+
+@inspect_group.command("whatif")
+@config_option
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    required=True,
+    metavar="filter.STEP.SETTING=VALUE",
+    help="A filter threshold to try instead, e.g. --set filter.language.min_score=0.8.",
+)
+@click.option("--limit", default=20, show_default=True, help="Documents listed per change.")
+@json_option
+@fails_cleanly
+def inspect_whatif(config_path: str, overrides: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """How many documents would the filter keep with these thresholds, and which change?
+    From the stored scores, with the filters' own rules: nothing is recomputed."""
+    from pipeline.inspect import whatif
+
+    def render(w: dict[str, Any]) -> None:
+        for key, (before, after) in w["changed"].items():
+            click.echo(f"{key}: {before!r} -> {after!r}")
+        click.echo(
+            f"kept: {w['kept_before']:,} -> {w['kept_after']:,} of {w['docs_in']:,} "
+            f"({w['newly_dropped_count']:,} newly dropped, {w['newly_kept_count']:,} newly "
+            f"kept); {w['unknown']:,} would pass this rule, later filters not scored"
+        )
+        for key, title in (
+            ("newly_dropped", "newly dropped"),
+            ("newly_kept", "newly kept"),
+            ("unknown_docs", "would pass this rule, later filters not scored"),
+        ):
+            if w[key]:
+                out.print(_table(title, w[key]))
+
+    _print(whatif(_catalog(config_path), list(overrides), limit), as_json, render)
+
+
+@inspect_group.command("sql")
+@config_option
+@click.argument("query")
+@json_option
+@fails_cleanly
+def inspect_sql(config_path: str, query: str, as_json: bool) -> None:
+    """Run QUERY (DuckDB SQL) over views named after the stages: extract, clean, dedup, filter,
+    <stage>_rejected, clusters (dedup's) and shards (tokens per document)."""
+    from pipeline.inspect import sql
+
+    def render(result: dict[str, Any]) -> None:
+        rows = [dict(zip(result["columns"], row, strict=True)) for row in result["rows"]]
+        out.print(_table(f"{len(rows)} rows", rows, result["columns"]))
+
+    _print(sql(_catalog(config_path), query), as_json, render)
+
+
+@main.command()
+@config_option
+@click.option("--run", "run_name", default=None, help="Trace this model run (default: current).")
+@json_option
+@fails_cleanly
+def lineage(config_path: str, run_name: str | None, as_json: bool) -> None:
+    """The chain crawl generations -> dataset versions -> tokenizer -> shards -> model runs,
+    with each step's version, config digest and time: what a model learned from, down to the
+    WARC files."""
+    from pipeline.lineage import lineage as find_lineage
+
+    cfg = load_config(config_path)
+
+    def render(chain: dict[str, Any]) -> None:
+        columns = ["kind", "name", "version", "created_at", "config_digest", "inputs", "detail"]
+        steps = [{**s, "inputs": ", ".join(s["inputs"])} for s in chain["steps"]]
+        out.print(_table("lineage", steps, columns))
+        click.echo(f"{len(chain['warc_files'])} input files:")
+        for f in chain["warc_files"]:
+            click.echo(f"  {f['path']} (sha256 {f['sha256'][:16]}…)")
+        for r in chain["other_runs"]:
+            click.echo(f"other run: {r['run']} (shards {r['shards_version']})")
+
+    _print(find_lineage(cfg, Workspace(cfg.workspace_root), run_name), as_json, render)
+
+
+@main.command()
+@config_option
+@set_option
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="HTML file to write (default: <workspace>/reports/<train.run>.html).",
+)
+@fails_cleanly
+def report(config_path: str, overrides: tuple[str, ...], output: str | None) -> None:
+    """Write one self-contained HTML page on the run (opens from disk, loads nothing): the
+    funnel, length and score histograms, languages and domains, dedup clusters, tokens per
+    split, the training loss, and sample documents kept and dropped."""
+    from pipeline.report import write_report
+
+    cfg = load_config(config_path, overrides)
+    click.echo(f"report: {write_report(cfg, Workspace(cfg.workspace_root), output)}")
+
+
 @main.command()
 @config_option
 @click.option("--keep", default=3, show_default=True, help="Committed versions kept per stage.")

@@ -124,3 +124,51 @@ def test_curate_flow_runs_clean_dedup_filter_as_subflows(prefect_server, tmp_pat
     ws = Workspace(str(tmp_path / "workspace"))
     kept = {d["id"] for d in Dataset.current(ws, "filter").read(["id"]).to_pylist()}
     assert kept == {"a0", "a1", "a2"}  # as the plain run in test_curate.py
+
+
+def test_flows_publish_artifacts_under_keys_stable_per_workspace(prefect_server, tmp_path):
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    import flows.extract
+    import flows.shards
+    import flows.tokenizer
+    import flows.train
+    from flows.artifacts import artifact_key
+
+    config = str(write_config(tmp_path, _inputs(tmp_path / "in")))
+    overrides = ["tokenizer.dataset=extract", "tokenizer.vocab_size=300", "train.max_steps=3"]
+    overrides += ["train.context=16", "train.n_layer=1", "train.n_embd=16", "train.n_head=2"]
+    overrides += ["train.batch_size=2", "train.sample_tokens=0", "train.run=Tiny_1"]
+    flows.extract.run(config, [*overrides, "extract.timeout_s=5"])
+    flows.extract.run(config, overrides)  # a second version: the key's history grows
+    for flow_module in (flows.tokenizer, flows.shards, flows.train):
+        flow_module.run(config, overrides)
+
+    ws = Workspace(str(tmp_path / "workspace"))
+
+    def history(*names: str) -> list:
+        key = artifact_key(ws, *names)
+        assert key.startswith("textmill-") and key == key.lower()
+        with get_client(sync_client=True) as client:
+            return client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                sort=ArtifactSort.CREATED_DESC,
+            )
+
+    def table(artifact) -> dict:
+        rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        return {next(iter(row.values())): row["value"] for row in rows}  # name -> value
+
+    extract_tables = history("extract")
+    assert len(extract_tables) == 2
+    assert table(extract_tables[0])["documents out"] == 12
+    summary = history("extract", "summary")[0].data
+    assert "12 documents out of 12" in summary and "https://" in summary  # samples, with URLs
+    assert "vocabulary 300" in history("tokenizer", "summary")[0].data  # its figures
+    assert table(history("train", "Tiny_1")[0])["step"] == 3
+    progress = history("train", "Tiny_1", "progress")
+    assert progress and progress[0].data == 100.0
