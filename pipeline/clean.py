@@ -34,11 +34,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version
-from typing import Literal
-
-import ftfy
-import ftfy.badness
+from typing import TYPE_CHECKING, Literal
 
 from pipeline import gutenberg
 from pipeline.config import CleanConfig
@@ -50,17 +48,27 @@ CODE_VERSION = f"1+ftfy{version('ftfy')}"
 # A document row in, edited in place; None to keep it, or (reason, detail) to drop it.
 Cleaner = Callable[[dict, Counter[str]], tuple[str, str] | None]
 
-_FTFY = ftfy.TextFixerConfig(
-    unescape_html=False,  # trafilatura already unescaped; "&amp;" left in text is meant
-    uncurl_quotes=False,
-    fix_latin_ligatures=False,
-    fix_character_width=False,
-    fix_line_breaks=False,  # step 2
-    remove_control_chars=False,  # step 2
-    remove_terminal_escapes=False,  # step 2 removes their ESC; ASCII-only lines then need no ftfy
-    normalization=None,  # step 2, with the configured form
-    explain=False,
-)
+if TYPE_CHECKING:
+    import ftfy
+
+
+@cache
+def _ftfy_config() -> ftfy.TextFixerConfig:
+    # ftfy is imported on first use: every textmill process imports this module
+    import ftfy
+
+    return ftfy.TextFixerConfig(
+        unescape_html=False,  # trafilatura already unescaped; "&amp;" left in text is meant
+        uncurl_quotes=False,
+        fix_latin_ligatures=False,
+        fix_character_width=False,
+        fix_line_breaks=False,  # step 2
+        remove_control_chars=False,  # step 2
+        remove_terminal_escapes=False,  # step 2 removes their ESC; ASCII-only lines: no ftfy
+        normalization=None,  # step 2, with the configured form
+        explain=False,
+    )
+
 
 _C1_OR_SURROGATE = re.compile("[\x80-\x9f\ud800-\udfff]")
 _LINE_BREAK = re.compile("\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")  # str.splitlines' set
@@ -340,13 +348,17 @@ def _pii_rules(cfg: CleanConfig) -> list[PiiRule]:
 
 
 def fix_mojibake(text: str) -> str:
-    """Step 1: ftfy, line by line as it works, where it may change something: with `_FTFY`,
-    that is text its own mojibake detector flags or that holds C1 controls or surrogates, and
-    never a pure-ASCII line. The test first spares clean text ftfy's slower line-by-line pass."""
+    """Step 1: ftfy, line by line as it works, where it may change something: with
+    `_ftfy_config()`, that is text its own mojibake detector flags or that holds C1 controls or
+    surrogates, and never a pure-ASCII line. The test first spares clean text ftfy's slower
+    line-by-line pass."""
+    import ftfy.badness
+
     if not (ftfy.badness.is_bad(text) or _C1_OR_SURROGATE.search(text)):
         return text
+    config = _ftfy_config()
     return "\n".join(
-        line if line.isascii() else ftfy.fix_text(line, _FTFY) for line in text.split("\n")
+        line if line.isascii() else ftfy.fix_text(line, config) for line in text.split("\n")
     )
 
 

@@ -45,7 +45,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from datasketch import MinHash
 from xxhash import xxh3_64_intdigest
 
 from pipeline.config import DedupConfig
@@ -153,6 +152,9 @@ def shingle_hashes(words: pa.ListArray, ngram: int) -> tuple[np.ndarray, np.ndar
 
 def permutations(cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """datasketch's affine32 permutation parameters (a, b) for cfg.seed and cfg.num_perm."""
+    # imported here: datasketch imports scipy (about a second), which only the map step needs
+    from datasketch import MinHash
+
     a, b = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, scheme="affine32").permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
@@ -636,7 +638,9 @@ SIGNATURE_INPUT_COLUMNS = ["id", "text", "url", "generation", "source_kind"]
 SIGNATURES_FOLDER = "_signatures/"  # "_": readers of the version folder as a dataset skip it
 CLUSTERS_FILE = "clusters.parquet"
 # What the signatures depend on: a change elsewhere (e.g. paragraph_min_docs) reuses them.
-SIGNATURE_SETTINGS = ("exact_include_url", "near", "ngram", "bands", "rows", "seed", "paragraphs")
+SIGNATURE_SETTINGS = (
+    *("exact_include_url", "near", "ngram", "bands", "rows", "num_perm", "seed", "paragraphs"),
+)
 
 
 def signature_key(unit: PartUnit, cfg: DedupConfig) -> str:

@@ -233,11 +233,11 @@ def test_signatures_are_datasketchs_and_estimate_jaccard(tmp_path):
     assert per_doc.tolist() == [len(PROSE) - 4, len(PROSE) - 4, 1]  # one word: one shingle
     starts = np.r_[0, np.cumsum(per_doc)]
     for i in range(3):
-        sketch = MinHash(num_perm=112, seed=1, scheme="affine32", hashfunc=int)
+        sketch = MinHash(num_perm=cfg.num_perm, seed=1, scheme="affine32", hashfunc=int)
         sketch.update_batch(hashes[starts[i] : starts[i + 1]].tolist())
         assert table["signature"][i].as_py() == sketch.hashvalues.tolist()
     assert table["words"].to_pylist() == [len(PROSE), len(PROSE), 1, 0]
-    assert table["signature"][3].as_py() == [2**32 - 1] * 112  # datasketch's empty MinHash
+    assert table["signature"][3].as_py() == [2**32 - 1] * cfg.num_perm  # an empty MinHash
     shingles = [five_grams(t.lower().replace(",", "").replace(".", "").split()) for t in texts[:2]]
     true_jaccard = len(shingles[0] & shingles[1]) / len(shingles[0] | shingles[1])
     sig = np.array(table["signature"].to_pylist()[:2])
@@ -271,7 +271,8 @@ def test_chinese_without_spaces_is_compared_by_characters(tmp_path):
     docs = docs_table(
         [
             {"id": "a", "text": base + "。"},
-            {"id": "b", "text": base.replace("丰盛", "简单") + "！"},  # two characters changed
+            # one character changed: Jaccard of character 5-grams 30/40 = 0.75
+            {"id": "b", "text": base.replace("盛", "富") + "！"},
             {"id": "c", "text": other},
             {
                 "id": "d",
@@ -343,6 +344,7 @@ def test_clusters_are_the_same_with_many_small_partitions(tmp_path):
 
 def test_config_threshold_and_errors():
     assert round(DedupConfig().threshold, 3) == 0.719
-    assert DedupConfig(bands=20, rows=5).num_perm == 100
+    with pytest.raises(ValueError, match="num_perm 100 < bands x rows"):
+        DedupConfig(bands=20, rows=6, num_perm=100)
     with pytest.raises(ValueError, match="source_priority"):
         DedupConfig(source_priority=["books"])
