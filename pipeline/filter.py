@@ -38,7 +38,7 @@ def score_fields(cfg: FilterConfig) -> list[pa.Field]:
 
 def prepare(cfg: FilterConfig) -> DocumentFn:
     """Make the filters (models and lists load here, once) and return the document function."""
-    steps = [_make(name, getattr(cfg, name)) for name in cfg.steps]
+    steps = [make_step(name, getattr(cfg, name)) for name in cfg.steps]
     hard_wrapped = frozenset(cfg.hard_wrapped_kinds)
     nothing: frozenset[str] = frozenset()
 
@@ -61,7 +61,7 @@ def prepare(cfg: FilterConfig) -> DocumentFn:
     return filter_document
 
 
-def _make(
+def make_step(
     name: str, section: FilterConfig.Step
 ) -> tuple[Filter, frozenset[str], dict[str, frozenset[str]]]:
     """A step's filter, the source kinds it skips and the rules it ignores per kind."""

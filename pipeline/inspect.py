@@ -560,7 +560,7 @@ class _Judge:
             if getattr(getattr(new, step), key) != value
         }
         resolved = filter_stage.resolve_paths(new, cfg.resolve)  # models load for `keep`'s sake
-        self.filters = {s: filter_stage._make(s, getattr(resolved, s)) for s in self.changed}
+        self.filters = {s: filter_stage.make_step(s, getattr(resolved, s)) for s in self.changed}
         self.old_skip = {s: frozenset(getattr(old, s).skip_kinds) for s in self.steps}
         self.new_skip = {s: frozenset(getattr(new, s).skip_kinds) for s in self.steps}
         self.scores = {
