@@ -612,6 +612,42 @@ def gc(config_path: str, keep: int) -> None:
 
 
 @main.command()
+@click.argument("targets", nargs=-1, metavar="URL|DOMAIN...")
+@click.option(
+    "--file",
+    "list_file",
+    type=click.Path(dir_okay=False),
+    help="A file of URLs and domains, one a line (`#` comments).",
+)
+@config_option
+@click.option("--note", default=None, help="Why (kept with each entry), e.g. a request's id.")
+@json_option
+@fails_cleanly
+def takedown(
+    targets: tuple[str, ...],
+    list_file: str | None,
+    config_path: str,
+    note: str | None,
+    as_json: bool,
+) -> None:
+    """Take pages (a URL, with its scheme) or whole sites (a domain, with its subdomains) out of
+    the corpus: they join the workspace's takedown list (<workspace>/takedown.json), the current
+    document datasets get new versions without them (nothing is extracted or filtered again), the
+    shards are rebuilt, and the model runs trained on data that held them are named. Every later
+    crawl skips them, and every later build drops them. The tokenizer is not retrained."""
+    from pipeline import takedown as takedowns
+
+    items = [*targets, *(takedowns.read_list_file(list_file) if list_file else [])]
+    if not items:
+        raise click.UsageError("give a URL or domain to take down, or --file LIST")
+    entries = [takedowns.parse(item, note) for item in items]
+    cfg = load_config(config_path)
+    ws = Workspace(cfg.workspace_root)
+    result = takedowns.take_down(cfg, ws, entries, make_map(cfg.runner, "shards"))
+    _print(result, as_json, lambda r: click.echo("\n".join(takedowns.describe_result(r))))
+
+
+@main.command()
 @config_option
 @set_option
 @click.option("--no-prefect", is_flag=True, help="Run the stages without Prefect.")

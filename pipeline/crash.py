@@ -10,6 +10,11 @@ cleanup, no `finally`) the 2nd time it reaches `part.write`, or the 1st time it 
 - `unit.done`       between two work units (input files or file chunks)
 - `manifest.write`  half-way through writing a version's manifest
 - `current.write`   after the manifest, before `CURRENT` moves to the new version
+- `crawl.fetched`   a URL fetched, before any of its WARC records or frontier changes are written
+- `warc.record`     half-way through writing one URL's WARC records
+- `frontier.commit` inside a crawl frontier transaction, before it commits
+- `crawl.url.done`  between two URLs of a crawl, once one is committed
+- `crawl.manifest.write`  half-way through writing a crawl generation's manifest
 """
 
 from __future__ import annotations

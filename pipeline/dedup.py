@@ -9,7 +9,9 @@ The stage is a map, a reduce and a write-out, all plain functions on Arrow table
   kept per cluster. `repeated_paragraphs` (reduce): paragraphs that recur across the documents
   that stay.
 - `dedup_documents` (write-out, per input part): the documents that stay, their recurring
-  paragraphs removed, and the dropped ones with their reason.
+  paragraphs removed, and the dropped ones with their reason. Documents the workspace's takedown
+  list names are dropped first (reason `takedown`, pipeline/takedown.py); a cluster whose kept
+  document is taken down keeps none.
 
 Normalized text (exact key and shingles): lowercased; every run of characters that are not
 letters, marks or digits (punctuation, symbols, whitespace) becomes one space; each Han, kana
@@ -47,6 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from xxhash import xxh3_64_intdigest
 
+from pipeline import takedown
 from pipeline.config import DedupConfig
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
 from pipeline.docmap import PartUnit
@@ -663,13 +666,23 @@ def signature_part(unit: PartUnit, key: str, cfg: DedupConfig, out: VersionBuild
     )
 
 
+def output_keys(signature_keys: list[str], takedown_digest: str) -> list[str]:
+    """The write-out's part keys: they name the whole input (every part's signatures) and the
+    takedown list, so a killed write-out resumes where it stopped and a different input never
+    reuses them."""
+    whole_input = short_digest(signature_keys, takedown_digest)
+    return [short_digest(NAME, "out", whole_input, key) for key in signature_keys]
+
+
 def write_out(build: Build, parts: list[PartResult]) -> Reduced:
     """Reduce: cluster every part's signatures, find the recurring paragraphs, then write each
-    input part without its duplicates. The output parts' keys name the whole input, so a killed
-    write-out resumes where it stopped and a different input never reuses them."""
+    input part without its duplicates and the documents the takedown list names."""
     cfg: DedupConfig = build.config
     out = build.builder
     storage = out.ws.storage
+    units: list[PartUnit] = build.raw_inputs
+    listed_digest = units[0].takedown if units else ""
+    listed = takedown.load_checked(out.ws, listed_digest, NAME)
     signature_files = [f"{out.dir}/{part.file}" for part in parts]
     started = time.perf_counter()
     clusters = find_duplicates(signature_files, cfg, storage.read_parquet)
@@ -680,18 +693,19 @@ def write_out(build: Build, parts: list[PartResult]) -> Reduced:
     )
     cluster_s = time.perf_counter() - started
     files = [out.write_file(CLUSTERS_FILE, parquet_bytes(clusters))]
-    whole_input = short_digest([part.key for part in parts])
-    keys = [short_digest(NAME, "out", whole_input, part.key) for part in parts]
+    keys = output_keys([part.key for part in parts], listed_digest)
     done = out.finished_parts(set(keys), elsewhere=False)
     written = []
-    for unit, key in zip(build.raw_inputs, keys, strict=True):
+    for unit, key in zip(units, keys, strict=True):
         if key in done:
             written.append(done[key])
             continue
         part_started = time.perf_counter()
         docs = storage.read_parquet(unit.path)
         counts: Counter[str] = Counter()
+        docs, taken_down = takedown.screen_table(docs, listed, NAME)
         kept, rejected = dedup_documents(docs, clusters, repeated, cfg, counts)
+        rejected += taken_down
         written.append(
             out.write_part(
                 key,

@@ -8,7 +8,9 @@ is part of its config (`clean.dataset`, `filter.dataset`, ...), so stages can be
 A document function (what a stage module's `prepare(cfg)` returns) takes one document as a
 dict, edits it in place (text, flags, score columns), adds tallies to a Counter, and returns
 None to keep it or `(reason, detail)` to drop it. Dropped documents keep every column, plus
-`stage`, `reason` and `detail`, in the version's `rejected/` folder.
+`stage`, `reason` and `detail`, in the version's `rejected/` folder. Before it, every stage drops
+what the workspace's takedown list names (reason `takedown`, pipeline/takedown.py); the list's
+digest is part of every part's key and of the version's inputs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline import takedown
 from pipeline.config import ConfigError, Section
 from pipeline.datasets import Dataset, PartResult, VersionBuilder, short_digest
 from pipeline.schema import rejected_schema_of
@@ -41,6 +44,7 @@ class PartUnit:
     sha256: str
     rows: int
     context: str = ""  # digest of the files the stage reads besides its input (models, lists)
+    takedown: str = ""  # digest of the workspace's takedown list
 
 
 def list_parts(ws: Workspace, dataset: str, files: Sequence[str] = ()) -> list[PartUnit]:
@@ -52,8 +56,9 @@ def list_parts(ws: Workspace, dataset: str, files: Sequence[str] = ()) -> list[P
     except FileNotFoundError as exc:
         raise ConfigError(f"a file the config lists is missing: {exc.filename or exc}") from None
     context = short_digest(sorted((path, sha) for path, (sha, _) in digests.items()))
+    listed = takedown.digest(takedown.load(ws))
     return [
-        PartUnit(dataset, f"{current.dir}/{part.file}", part.sha256, part.rows, context)
+        PartUnit(dataset, f"{current.dir}/{part.file}", part.sha256, part.rows, context, listed)
         for part in current.manifest.parts
     ]
 
@@ -68,14 +73,15 @@ def describe_parts(parts: list[PartUnit]) -> dict[str, Any]:
         "rows": sum(p.rows for p in parts),
         "content": short_digest([p.sha256 for p in parts]),
         "files": parts[0].context if parts else None,
+        "takedown": parts[0].takedown if parts else None,
     }
 
 
 def part_key(stage_module: Any, unit: PartUnit, cfg: Section) -> str:
-    """A part depends on its input's content, the stage's code and settings, not on which stage
-    the input came from."""
+    """A part depends on its input's content, the stage's code and settings, the takedown list,
+    not on which stage the input came from."""
     settings = cfg.model_dump(mode="json", exclude={"dataset"})
-    identity = (unit.sha256, unit.context)
+    identity = (unit.sha256, unit.context, unit.takedown)
     return short_digest(stage_module.NAME, stage_module.CODE_VERSION, settings, identity)
 
 
@@ -102,6 +108,7 @@ def map_documents(
     """Apply a stage's document function to one input part and write the output part."""
     started = time.perf_counter()
     document_fn = prepared(prepare, cfg)
+    listed = takedown.load_checked(out.ws, unit.takedown, stage)
     storage = out.ws.storage
     schema = storage.read_parquet_schema(unit.path)
     for column in added_fields:
@@ -113,6 +120,10 @@ def map_documents(
     counts: Counter[str] = Counter()
     for batch in storage.iter_parquet_batches(unit.path, None, BATCH_ROWS):
         for doc in batch.to_pylist():
+            entry = takedown.matches(listed, doc.get("url"), doc.get("hostname"))
+            if entry is not None:
+                rejected.append(takedown.rejected_row(doc, entry, stage))
+                continue
             verdict = document_fn(doc, counts)
             if verdict is None:
                 kept.append(doc)

@@ -7,7 +7,8 @@ ranges of large files cut at record boundaries; each unit becomes one part of th
 Every response ends up as a document or in `rejected/` with a reason: `revisit` (no payload),
 `not_web` (no http(s) URI), `http_status`, `content_type` (not HTML or plain text),
 `too_large`, `truncated_record`, `empty_extraction`,
-`extract_timeout`, `extract_error`. A corrupt or truncated file yields the records before the
+`extract_timeout`, `extract_error`, `takedown` (the workspace's takedown list names the page or its
+site: pipeline/takedown.py). A corrupt or truncated file yields the records before the
 damage, and the error (file and byte offset) is recorded in the manifest. Plain-text bodies of
 `book` sources lose Project Gutenberg's license header and footer (pipeline/gutenberg.py).
 
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 import trafilatura
 from trafilatura.utils import decode_file, load_html
 
-from pipeline import gutenberg
+from pipeline import gutenberg, takedown
 from pipeline.config import ConfigError, ExtractConfig, RunConfig
 from pipeline.crash import crash_point
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
@@ -86,6 +87,7 @@ class InputFile:
     generation: str | None
     sha256: str
     size: int
+    takedown: str = ""  # digest of the workspace's takedown list: which documents it drops
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,9 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
             " and no `warc` paths in the config's sources"
         )
     digests = ws.file_digests([url for url, *_ in found])
+    listed = takedown.digest(takedown.load(ws))
     return [
-        InputFile(url, path, source, kind, gen, *digests[url])
+        InputFile(url, path, source, kind, gen, *digests[url], takedown=listed)
         for url, path, source, kind, gen in found
     ]
 
@@ -158,6 +161,7 @@ def version_inputs(files: list[InputFile]) -> list[dict[str, Any]]:
             "generation": f.generation,
             "sha256": f.sha256,
             "size": f.size,
+            "takedown": f.takedown,
         }
         for f in files
     ]
@@ -182,8 +186,8 @@ def plan_units(ws: Workspace, files: list[InputFile], chunk_bytes: int) -> list[
 
 def unit_key(unit: Unit, cfg: ExtractConfig) -> str:
     """Digest of what a unit's part depends on: the file's content and how it is cited, the
-    byte range and the per-record settings; not where the file is opened from (`url`), nor
-    which generations are read (`generation_window`)."""
+    byte range, the takedown list and the per-record settings; not where the file is opened
+    from (`url`), nor which generations are read (`generation_window`)."""
     identity = {**asdict(unit.file), "start": unit.start, "end": unit.end}
     identity.pop("url")
     settings = cfg.model_dump(exclude={"generation_window"})
@@ -206,6 +210,10 @@ def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) 
             (rejected if "reason" in doc else docs).append(doc)
     else:
         _extract_records(unit, cfg, docs, rejected, counts, problems)
+    docs, taken_down = takedown.screen(
+        docs, takedown.load_checked(out.ws, unit.file.takedown, NAME), NAME
+    )
+    rejected += taken_down
     errors = [{"file": unit.file.path, **problem} for problem in problems]
     dropped = Counter(d["reason"] for d in rejected)
     part = out.write_part(

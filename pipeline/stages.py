@@ -92,6 +92,7 @@ STAGES: dict[str, MapStage] = {
     stage.name: stage for stage in (EXTRACT, CLEAN, DEDUP, FILTER, TOKENIZER, SHARDS)
 }
 CURATE = ("clean", "dedup", "filter")
+DOCUMENT_STAGES = ("extract", *CURATE)  # their outputs are documents (takedown rewrites them)
 
 
 def pipeline_order(cfg: RunConfig) -> list[MapStage]:
@@ -189,17 +190,39 @@ def _why_stale(stage: MapStage, cfg: RunConfig, manifest: Any, inputs: Any) -> l
         if old != new:
             reasons.append(f"{stage.name}.{name} changed: {old!r} -> {new!r}")
     if inputs != manifest.inputs:
-        reasons.append(_describe_input_change(manifest.inputs, inputs))
+        reasons += _describe_input_change(manifest.inputs, inputs)
     return reasons or ["version differs"]
 
 
-def _describe_input_change(old: Any, new: Any) -> str:
-    """Inputs listed as files ({path, sha256, ...}): say how many were added/removed/changed."""
+def _describe_input_change(old: Any, new: Any) -> list[str]:
+    """The takedown list (pipeline/takedown.py), then the other inputs: those listed as files
+    ({path, sha256, ...}) say how many were added/removed/changed."""
+    reasons = []
+    if _takedown_of(old) != _takedown_of(new):
+        reasons.append("the takedown list changed (`textmill takedown` applies it cheaply)")
+    old, new = _without_takedown(old), _without_takedown(new)
+    if old == new:
+        return reasons
     if not (isinstance(old, list) and isinstance(new, list)):
-        return "inputs changed"
+        return [*reasons, "inputs changed"]
     before = {item.get("path"): item for item in old}
     after = {item.get("path"): item for item in new}
     added = len(after.keys() - before.keys())
     removed = len(before.keys() - after.keys())
     changed = sum(1 for p in after.keys() & before.keys() if after[p] != before[p])
-    return f"inputs changed: {added} new, {removed} removed, {changed} changed files"
+    return [*reasons, f"inputs changed: {added} new, {removed} removed, {changed} changed files"]
+
+
+def _takedown_of(inputs: Any) -> Any:
+    """The takedown list's digest that a stage's inputs record (per file, for extract)."""
+    if isinstance(inputs, dict):
+        return inputs.get("takedown")
+    return {item.get("takedown") for item in inputs} if isinstance(inputs, list) else None
+
+
+def _without_takedown(inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v for k, v in inputs.items() if k != "takedown"}
+    if isinstance(inputs, list):
+        return [_without_takedown(item) for item in inputs]
+    return inputs

@@ -184,6 +184,16 @@ def test_books_from_the_gutenberg_mirror_with_catalog_metadata_and_no_boilerplat
     assert "It is a truth universally acknowledged" in austen[:5000]
 
 
+@needs_shared_data
+def test_the_catalog_is_fetched_under_its_own_cap(tmp_path):
+    with CrawlServer("127.0.0.16", gutenberg=SHARED_DATA / "gutenberg") as server:
+        catalog = server.url("/cache/epub/feeds/pg_catalog.csv")
+        source = {"name": "books", "kind": "book", "catalog": catalog, "mirror": server.origin}
+        cfg = _config(tmp_path, source, catalog_max_bytes=100)
+        summary = crawl(cfg, Workspace(cfg.workspace_root), cfg.sources[0])
+    assert summary["failed"] == {"too_large": 1} and summary["fetched"] == 0
+
+
 _CHILD = """
 import sys
 from pipeline.config import load_config
@@ -299,6 +309,7 @@ def test_fault_endpoints_in_a_web_crawl_end_as_recorded_outcomes(tmp_path):
         "no-charset": ("fetched", None),
         "malformed": ("fetched", None),
         "redirect-chain/3": ("fetched", None),
+        "redirect-chain/0": ("fetched", "redirect"),  # reached by the redirects: not again
     }
     limits = {
         "connect_timeout_s": 1,

@@ -74,8 +74,36 @@ def test_a_fetch_records_the_request_as_sent_and_the_response_as_received(server
     assert exchange.status_line == "HTTP/1.1 200 OK"
     assert ("X-Extra", "1") in exchange.response_headers
     assert exchange.payload == result.body and exchange.truncated is None
-    assert exchange.peer == "127.0.0.2"
+    assert exchange.ip_address == "127.0.0.2"
     assert result.content_type == "text/html" and result.charset == "utf-8"
+
+
+def test_the_send_time_is_taken_after_connecting_just_before_the_server_sees_it(
+    server, monkeypatch
+):
+    from pipeline.crawl import safety
+
+    new_conn = safety._CheckedConnection._new_conn
+    # a slow connect (a loaded machine, a far server) must not count as part of the gap
+    monkeypatch.setattr(
+        safety._CheckedConnection, "_new_conn", lambda conn: time.sleep(0.2) or new_conn(conn)
+    )
+    fresh = Fetcher(CFG)
+    before = time.time()
+    [exchange] = fresh.fetch(server.url("/fault/no-charset")).exchanges
+    arrived = server.requests[-1].wall
+    fresh.close()
+    assert before + 0.2 <= exchange.sent_at <= arrived < exchange.sent_at + 0.05
+
+
+def test_a_larger_cap_for_one_call_raises_the_decompressed_cap_with_it(server, fetcher):
+    big = html_page("Big", "words " * 300_000)  # 1.8 MB: over max_bytes and max_decompressed
+    server.set("/big", Page(big, gzip=True))
+    capped = fetcher.fetch(server.url("/big"), max_bytes=64 * 1024)
+    allowed = fetcher.fetch(server.url("/big"), max_bytes=4 * 2**20)
+
+    assert (capped.outcome, capped.reason) == (Outcome.FAILED, "decompressed_too_large")
+    assert allowed.outcome is Outcome.FETCHED and allowed.body == big
 
 
 def test_gzip_payload_is_kept_as_transferred_and_decoded_for_use(server, fetcher):
@@ -124,7 +152,7 @@ def test_redirects_are_followed_and_every_hop_recorded(server, fetcher):
 
     assert result.outcome is Outcome.FETCHED
     assert [e.status for e in result.exchanges] == [302, 302, 302, 200]
-    assert [e.target for e in result.exchanges] == [
+    assert [e.request_target for e in result.exchanges] == [
         f"/fault/redirect-chain/{n}" for n in (3, 2, 1, 0)
     ]
     assert result.final_url == server.url("/fault/redirect-chain/0")
@@ -175,21 +203,26 @@ def test_conditional_get_answers_304_until_the_page_changes(server, fetcher):
     assert changed.outcome is Outcome.FETCHED and b"second" in changed.body
 
 
-def test_each_thread_fetches_with_its_own_session(server):
+def test_threads_share_one_kept_alive_connection_per_host(server, monkeypatch):
+    from pipeline.crawl import safety
+
+    connects = []
+    new_conn = safety._CheckedConnection._new_conn
+    monkeypatch.setattr(
+        safety._CheckedConnection, "_new_conn", lambda conn: connects.append(1) or new_conn(conn)
+    )
     fetcher = Fetcher(CFG)
-    sessions, results = set(), []
+    results = []
 
     def work() -> None:
         results.append(fetcher.fetch(server.url("/fault/redirect-chain/0")).outcome)
-        sessions.add(id(fetcher.session()))
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
+    for _ in range(4):  # one after another, each in a thread of its own
+        thread = threading.Thread(target=work)
         thread.start()
-    for thread in threads:
         thread.join()
     fetcher.close()
-    assert results == [Outcome.FETCHED] * 4 and len(sessions) == 4
+    assert results == [Outcome.FETCHED] * 4 and len(connects) == 1
 
 
 def test_the_server_delays_responses_as_asked():
@@ -427,3 +460,21 @@ def test_the_gutenberg_mirror_serves_the_catalog_and_the_books(full_size_fetcher
     assert austen["Authors"] == "Austen, Jane, 1775-1817" and "Love stories" in austen["Subjects"]
     assert book.body == (SHARED_DATA / "gutenberg" / "books" / "1342.txt").read_bytes()
     assert dutch.charset == "iso-8859-1" and dutch.warnings == []
+
+
+def test_a_redirect_the_crawler_refuses_is_not_followed(server, fetcher):
+    """The crawler asks before each hop (robots.txt, scope): a refused target is not requested,
+    and the fetch says where it pointed, for the crawler to queue it as a URL of its own."""
+    server.set("/moved", Page(b"", status=301, headers={"Location": "/private/page"}))
+    before = len(server.requests)
+    asked = []
+
+    def may_follow(target: str) -> str | None:
+        asked.append(target)
+        return "robots" if "/private/" in target else None
+
+    result = fetcher.fetch(server.url("/moved"), may_follow=may_follow)
+
+    assert (result.outcome, result.reason) == (Outcome.FAILED, "redirect_not_followed")
+    assert result.redirect_target == asked[0] == server.url("/private/page")
+    assert [r.path for r in server.requests[before:]] == ["/moved"]

@@ -181,6 +181,35 @@ def test_claims_respect_hosts_politeness_and_outcomes(tmp_path):
             frontier.mark_fetched(a.url, 200, None)
 
 
+def test_a_reopened_frontier_keeps_each_hosts_next_start_and_budget(tmp_path):
+    with _frontier(tmp_path, max_pages_per_host=2) as frontier:
+        frontier.add(_urls("http://a.example/1", "http://a.example/2"))
+        claim = frontier.claim(now=100.0)
+        frontier.defer_host(claim.host, 50.0, now=100.0)  # e.g. a Crawl-delay
+        frontier.mark_fetched(claim.url, 200, None)
+    with Frontier(tmp_path / "frontier.sqlite", delay_s=0.0, max_pages_per_host=2) as frontier:
+        assert frontier.claim(now=120.0) is None and frontier.next_ready_at() == 150.0
+        assert frontier.add(_urls("http://a.example/3")) == 0  # the budget is spent
+        assert frontier.claim(now=150.0).url == "http://a.example/2"
+        assert frontier.pending() == 1
+
+
+def test_a_redirect_target_is_recorded_as_fetched_so_it_is_not_fetched_again(tmp_path):
+    with _frontier(tmp_path) as frontier:
+        frontier.add(_urls("http://a.example/old", "http://a.example/new", "http://a.example/x"))
+        old = frontier.claim()
+        frontier.mark_fetched(old.url, 200, None, etag='"n"', redirected_to="http://a.example/new")
+        frontier.mark_fetched(frontier.claim().url, 200, None, redirected_to="http://b.example/")
+        assert frontier.claim() is None and frontier.pending() == 0
+        new, elsewhere = frontier.get("http://a.example/new"), frontier.get("http://b.example/")
+        assert (new["state"], new["reason"], new["etag"]) == ("fetched", "redirect", '"n"')
+        assert (elsewhere["state"], elsewhere["discovered_from"]) == (
+            "fetched",
+            "http://a.example/x",
+        )
+        assert frontier.counts() == {"fetched": 4}
+
+
 def test_page_budgets_skip_with_reason_and_reset_next_generation(tmp_path):
     with _frontier(tmp_path, max_pages=3, max_pages_per_host=2) as frontier:
         added = frontier.add(_urls(*[f"http://a.example/{i}" for i in range(3)]))
@@ -429,6 +458,29 @@ def test_missing_committed_data_is_an_error_not_a_silent_loss(tmp_path):
         where = writer.write_exchange(_page("http://a.example/", b"page"))
     with pytest.raises(RuntimeError, match="less than the"):
         GenerationWriter(tmp_path, committed={where.file: where.end + 100})
+
+
+def test_writes_from_many_threads_commit_in_the_order_written(tmp_path):
+    committed: list = []
+
+    def worker(n: int) -> None:
+        for i in range(25):
+            page = _page(f"http://a.example/{n}/{i}", b"page %d %d" % (n, i))
+            writer.write_exchange(page, on_written=committed.append)
+
+    with GenerationWriter(tmp_path, fsync=False) as writer:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+    assert [where.offset for where in committed] == sorted(where.offset for where in committed)
+    assert (
+        len(committed) == 200
+        and committed[-1].end == (tmp_path / committed[-1].file).stat().st_size
+    )
+    assert check_warc(tmp_path / committed[-1].file) == 401  # warcinfo, 200 request + response
 
 
 def test_kill_during_a_record_write_then_resume(tmp_path):

@@ -5,21 +5,27 @@ WARC files in `<root>/crawl/<source>/<generation>/`, with `_manifest.json` writt
 
 Scheduling. The frontier (SQLite) hands out URLs: `claim` picks a URL of a host whose next start
 time has come and which has a free slot (`max_per_host`, one by default). One dispatcher thread
-claims and hands each URL to a pool of `max_concurrency` fetch workers (one `Fetcher`, a
-requests Session per worker thread). When no host is ready it sleeps on a condition variable
-until the earliest next start time the frontier knows, or until a worker finishes: no polling.
+claims and hands each URL to a pool of `max_concurrency` fetch workers (one `Fetcher`, whose
+connection to a host serves every worker). The frontier schedules hosts in memory and writes
+one transaction per claim, per outcome and per page's new links. When no host is ready it
+sleeps on a condition variable until the earliest next start time the frontier knows, or until
+a worker finishes: no polling.
 A host's next start is `delay` after the start of its last request, where delay is the larger
 of `min_delay_s`, robots.txt's Crawl-delay and `latency_factor` times the last response's
-duration (a host that slows down is backed off); the time of the request as sent is used, so
-the gap between two starts is never shorter than the delay. A transient failure (timeout, 429,
+duration (a host that slows down is backed off). The start is when the request's bytes were
+handed to the socket, after connecting (safety.py records it), and the delay counts from there
+plus `SEND_MARGIN_S`, so the gap between two starts as the server sees them is not shorter than
+the delay even when the sends are late under load. A transient failure (timeout, 429,
 5xx) puts the URL and its whole host aside for the retry delay (`fetch.retry_delay`).
 
-Per URL, in its host's slot: robots.txt first for every host (the fetch of robots.txt takes the
-slot, the URL waits for the next one), then tdmrep.json when `crawl.tdmrep` is on, the same way;
-a URL robots.txt disallows is skipped (`robots`), a host whose robots.txt is unreachable is put
-aside and asked again later (or given up: `robots_unreachable`). Then the fetch (conditional
-when an earlier generation fetched the URL), the opt-out checks (consent.py: skipped with the
-signal as the reason), discovery, and the WARC records with the frontier's update.
+Per URL, in its host's slot: a URL the workspace's takedown list names (pipeline/takedown.py)
+is skipped (`takedown`) without a request; then robots.txt first for every host (the fetch of
+robots.txt takes the slot, the URL waits for the next one), then tdmrep.json when
+`crawl.tdmrep` is on, the same way; a URL robots.txt disallows is skipped (`robots`), a host
+whose robots.txt is unreachable is put aside and asked again later (or given up:
+`robots_unreachable`). Then the fetch (conditional when an earlier generation fetched the URL),
+the opt-out checks (consent.py: skipped with the signal as the reason), discovery, and the WARC
+records with the frontier's update.
 
 Discovery, by source kind (pipeline/crawl/sources.py, urls.py):
 - web: the seeds, then links of fetched pages within the scope (same host, URL prefixes,
@@ -33,13 +39,15 @@ Discovery, by source kind (pipeline/crawl/sources.py, urls.py):
 What a source knew about a URL, and the license a page states, are written as a JSON `metadata`
 record after the response; extract puts them on the document.
 
-Crash safety: the children a page leads to are added to the frontier before the page is
-committed, and the page is committed (one frontier transaction) only after its WARC records are
-on disk (warcwriter.py's group commit), so a kill at any moment loses nothing and refetches only
-what was in flight. A run that finds the last generation unfinished (no manifest) resumes it.
-Crash points (pipeline/crash.py): `crawl.fetched` (fetched, nothing written), `warc.record` (half
-a record written), `frontier.commit` (inside any frontier transaction), `crawl.url.done`
-(between two URLs) and `crawl.manifest.write` (half the manifest written).
+A fetch that was redirected records its target in the frontier as fetched (reason `redirect`),
+so the page is not fetched again under its own URL. Crash safety: the children a page leads to
+are added to the frontier before the page is committed, and the page is committed (one frontier
+transaction) only after its WARC records are on disk (warcwriter.py's group commit), so a kill
+at any moment loses nothing and refetches only what was in flight. A run that finds the last
+generation unfinished (no manifest) resumes it. Crash points (pipeline/crash.py):
+`crawl.fetched` (fetched, nothing written), `warc.record` (half a record written),
+`frontier.commit` (inside any frontier transaction), `crawl.url.done` (between two URLs) and
+`crawl.manifest.write` (half the manifest written).
 
 A 304 answer is written as a `revisit` record and the URL is `not_modified`; robots.txt and
 tdmrep.json answers are not written (they are not documents). Durability: the WARC group commit
@@ -63,9 +71,10 @@ from typing import Any
 
 from lxml.html import HtmlElement
 
+from pipeline import takedown
 from pipeline.config import ConfigError, RunConfig, SourceConfig
 from pipeline.crash import crash_point
-from pipeline.crawl import consent, fetch, sources, warcwriter
+from pipeline.crawl import consent, sources, warcwriter
 from pipeline.crawl.fetch import Fetcher, FetchResult, Outcome, retry_delay
 from pipeline.crawl.frontier import Claim, Frontier, NewUrl
 from pipeline.crawl.robots import Robots, RobotsCache, RobotsState, robots_url
@@ -75,6 +84,11 @@ from pipeline.workspace import MANIFEST, Workspace
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 ROLE = "role"  # metadata key, the crawler's own: what a URL is fetched for (Role below)
 FRONTIER = "frontier.sqlite"
+# added to the politeness delay: what a loaded machine may put between reading the clock and
+# the server reading the request (the send system call, a thread waiting for its turn: Python
+# switches threads every 5 ms), so that the server never sees two starts closer than the delay;
+# 0.5-2.5% of a 1-0.2 s delay
+SEND_MARGIN_S = 0.005
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +178,7 @@ class _Crawl:
         self.fetcher = Fetcher(self.cfg)
         self.robots = RobotsCache(self.cfg)
         self.tdmrep = consent.TdmRepCache(self.cfg)
+        self.takedown = takedown.load(ws)  # the workspace's takedown list as the crawl starts
         self.writer: warcwriter.GenerationWriter | None = None
         self._changed = threading.Condition()  # a worker finished: the dispatcher looks again
         self._error: BaseException | None = None
@@ -288,6 +303,9 @@ class _Crawl:
 
     def _work(self, claim: Claim) -> None:
         url, host = claim.url, claim.host
+        if takedown.matches(self.takedown, url, None):  # before robots.txt: not one request
+            self.frontier.mark_skipped(url, takedown.REASON)
+            return
         robots = self.robots.lookup(url)
         if robots is None:  # robots.txt takes this slot; the URL waits for the next one
             self._robots(claim)
@@ -313,7 +331,15 @@ class _Crawl:
             if reserved:
                 self.frontier.mark_skipped(url, reserved)
                 return
-        result = self._request(host, url, etag=claim.etag, last_modified=claim.last_modified)
+        # the catalog is larger than any page (pg_catalog.csv: about 14 MB in 2025)
+        is_catalog = (claim.metadata or {}).get(ROLE) == Role.CATALOG
+        result = self._request(
+            host,
+            url,
+            etag=claim.etag,
+            last_modified=claim.last_modified,
+            max_bytes=self.cfg.catalog_max_bytes if is_catalog else None,
+        )
         crash_point("crawl.fetched")
         self._record(claim, result)
         crash_point("crawl.url.done")
@@ -353,12 +379,12 @@ class _Crawl:
     def _request(self, host: str, url: str, **options: Any) -> FetchResult:
         """Fetch once, count it, and set the host's next start from when it was sent."""
         result = self.fetcher.fetch(url, **options)
-        sent = [exchange.started_at for exchange in result.exchanges]
-        last_start = sent[-1] if sent else time.time() - result.elapsed_s
+        sent = [exchange.sent_at for exchange in result.exchanges]
+        last_start = sent[-1] if sent and sent[-1] else time.time() - result.elapsed_s
         delay = max(
             self._delay(self.robots.lookup(url)), self.cfg.latency_factor * result.elapsed_s
         )
-        self.frontier.defer_host(host, delay, now=last_start)
+        self.frontier.defer_host(host, delay + SEND_MARGIN_S, now=last_start)
         with self._stats_lock:
             self.requests += max(len(sent), 1)
             self.bytes += sum(len(exchange.payload) for exchange in result.exchanges)
@@ -405,7 +431,7 @@ class _Crawl:
             frontier.mark_skipped(url, opted_out)
             return
         try:
-            frontier.add(self._discover(claim, result))
+            frontier.add(self._discover(claim, result, tree))
         except sources.SourceError as exc:
             role = (claim.metadata or {}).get(ROLE, Role.PAGE)
             self.log(f"crawl {self.source.name}: {exc}")
@@ -426,6 +452,7 @@ class _Crawl:
                 payload_digest=payload_digest(result.final.payload),
                 etag=result.etag,
                 last_modified=result.last_modified,
+                redirected_to=_redirect_target(result),
             ),
         )
 
@@ -441,16 +468,18 @@ class _Crawl:
         if not result.exchanges:
             commit(None)
             return
-        *hops, final = [_warc_exchange(exchange) for exchange in result.exchanges]
+        *hops, final = result.exchanges
         self.writer.write_exchange(
             final, redirects=hops, metadata=metadata, previous=previous, on_written=commit
         )
 
     # ----- discovery -----
 
-    def _discover(self, claim: Claim, result: FetchResult) -> list[NewUrl]:
+    def _discover(
+        self, claim: Claim, result: FetchResult, tree: HtmlElement | None
+    ) -> list[NewUrl]:
         """The URLs a fetched document leads to (raises SourceError for an unreadable feed,
-        sitemap or catalog)."""
+        sitemap or catalog); `tree` is an HTML page parsed."""
         role = (claim.metadata or {}).get(ROLE, Role.PAGE)
         base, body, kind = result.final_url, result.body, self.source.kind
         if role == Role.SITEMAP:
@@ -471,7 +500,7 @@ class _Crawl:
             feeds = sources.find_feed_links(body, base)
             return self._new(claim, [(u, claim.depth, _role(Role.FEED)) for u in feeds], True)
         if kind == "web":
-            links = extract_links(body, base)
+            links = extract_links(body if tree is None else tree, base)
             return self._new(claim, [(u, claim.depth + 1, None) for u in links], True)
         return []
 
@@ -592,18 +621,11 @@ def _role(role: str) -> dict[str, str]:
     return {ROLE: role}
 
 
-def _warc_exchange(exchange: fetch.Exchange) -> warcwriter.Exchange:
-    return warcwriter.Exchange(
-        url=exchange.url,
-        status=exchange.status,
-        reason=exchange.reason_phrase,
-        response_headers=exchange.response_headers,
-        payload=exchange.payload,
-        request_headers=exchange.request_headers,
-        method=exchange.method,
-        request_target=exchange.target,
-        http_version=exchange.http_version,
-        ip_address=exchange.peer,
-        date=datetime.fromtimestamp(exchange.started_at, UTC),
-        truncated=exchange.truncated,
-    )
+def _redirect_target(result: FetchResult) -> str | None:
+    """The normalized URL a redirected fetch reached, for the frontier to record."""
+    if len(result.exchanges) < 2:
+        return None
+    try:
+        return normalize_url(result.final_url)
+    except ValueError:  # one the frontier could not hold (too long, say): not recorded
+        return None

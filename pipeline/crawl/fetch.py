@@ -1,7 +1,7 @@
 """Fetching one URL: a single attempt that always ends in a FetchResult, never an exception.
 
-`Fetcher` is shared by the crawl's worker threads; each thread gets its own `requests.Session`
-(connection pooling per worker, no state shared between threads). One call to `fetch`:
+`Fetcher` is shared by the crawl's worker threads, which share its connection pools: one
+kept-alive connection per host serves whichever worker fetches from it. One call to `fetch`:
 - sends GET with the configured User-Agent, `Accept-Encoding: gzip, deflate`, no cookies, no
   proxies, and the validators of an earlier crawl (If-None-Match / If-Modified-Since) if given;
 - follows redirects itself, up to `max_redirects`, checking every target with the safety rules
@@ -21,20 +21,20 @@ short machine-readable `reason` and a human `detail`. Charset trouble is not a f
 extract stage sniffs the encoding) but is noted in `warnings`: `charset_missing`,
 `charset_unknown`, `charset_mismatch`.
 
-Each hop is an `Exchange`: the request as sent (method, target, headers) and the response as
-received (status line, headers, payload bytes as transferred: still content-encoded, with
-chunked transfer coding removed), which is what a WARC request/response record pair holds.
+Each hop is an `Exchange` (pipeline/crawl/warcwriter.py): the request as sent (method, target,
+headers, the time its bytes went to the socket, the peer address) and the response as received
+(status line, headers, payload bytes as transferred: still content-encoded, with chunked
+transfer coding removed), which is what a WARC request/response record pair holds.
 """
 
 from __future__ import annotations
 
 import codecs
 import http.client
-import http.cookiejar
 import random
-import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -45,6 +45,7 @@ from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from pipeline.config import CrawlConfig
 from pipeline.crawl.safety import AddressPolicy, SafeAdapter, UnsafeTarget, check_url
+from pipeline.crawl.warcwriter import Exchange
 
 ACCEPT = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,text/plain;q=0.8,"
@@ -66,40 +67,6 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True)
-class Exchange:
-    """One request and its response as they crossed the wire (one WARC request/response pair).
-
-    `payload` is the body as transferred (content-encoded, de-chunked). `truncated` uses the
-    WARC-Truncated values ("length", "time", "disconnect") when the body was not read whole."""
-
-    url: str
-    started_at: float  # time.time() when the request was sent: WARC-Date
-    peer: str | None  # the IP address connected to: WARC-IP-Address
-    method: str
-    target: str  # path and query, as in the request line
-    request_headers: list[tuple[str, str]]
-    http_version: str  # "HTTP/1.1"
-    status: int
-    reason_phrase: str
-    response_headers: list[tuple[str, str]]
-    payload: bytes = b""
-    truncated: str | None = None
-
-    @property
-    def request_line(self) -> str:
-        return f"{self.method} {self.target} {self.http_version}"
-
-    @property
-    def status_line(self) -> str:
-        return f"{self.http_version} {self.status} {self.reason_phrase}"
-
-    def header(self, name: str) -> str | None:
-        """The response header's values joined with ", " (RFC 9110), or None."""
-        values = [v for k, v in self.response_headers if k.lower() == name.lower()]
-        return ", ".join(values) if values else None
-
-
 @dataclass
 class FetchResult:
     url: str  # as asked for
@@ -111,6 +78,7 @@ class FetchResult:
     retry_after_s: float | None = None  # what the server asked for (429/503 Retry-After)
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    redirect_target: str | None = None  # a redirect not followed (may_follow refused it)
 
     @property
     def final(self) -> Exchange | None:
@@ -157,43 +125,24 @@ class _BodyError(Exception):
 
 
 class Fetcher:
-    """Fetches URLs under one CrawlConfig; safe to share between threads (a Session each)."""
+    """Fetches URLs under one CrawlConfig; safe to share between threads."""
 
     def __init__(self, cfg: CrawlConfig):
         self.cfg = cfg
         self.policy = AddressPolicy(cfg.allow_networks)
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
-
-    def session(self) -> requests.Session:
-        """This thread's session, made on first use."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # no proxies from the environment: see safety.py
-            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-            session.headers.update(
-                {
-                    "User-Agent": self.cfg.user_agent,
-                    "Accept": ACCEPT,
-                    "Accept-Encoding": "gzip, deflate",
-                }
-            )
-            adapter = SafeAdapter(self.policy, pool_connections=64, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
+        # One adapter (urllib3's connection pools, which are thread-safe) for every worker
+        # thread, so a host's requests reuse its kept-alive connection whichever worker sends
+        # them; `pool_connections` hosts keep theirs. Requests go to it directly, without a
+        # requests.Session: no cookies, no proxies (safety.py), redirects followed here.
+        self._adapter = SafeAdapter(self.policy, pool_connections=256, max_retries=0)
+        self._headers = {
+            "User-Agent": cfg.user_agent,
+            "Accept": ACCEPT,
+            "Accept-Encoding": "gzip, deflate",
+        }
 
     def close(self) -> None:
-        with self._lock:
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
-        self._local = threading.local()
+        self._adapter.close()
 
     def fetch(
         self,
@@ -203,14 +152,20 @@ class Fetcher:
         last_modified: str | None = None,
         content_types: list[str] | None = None,
         max_bytes: int | None = None,
+        may_follow: Callable[[str], str | None] | None = None,
     ) -> FetchResult:
         """One attempt at `url`. `etag`/`last_modified` (from an earlier crawl) make it
         conditional; `content_types` (empty: any) and `max_bytes` override the config for this
-        call (robots.txt, say). Never raises for anything the network or the server does."""
+        call (robots.txt, say). `may_follow(target)` says why a redirect must not be followed
+        (robots.txt, scope) or None: a refused one ends the fetch as FAILED with reason
+        `redirect_not_followed` and the target in `redirect_target`, for the crawler to queue
+        it as a URL of its own. Never raises for anything the network or the server does."""
         started = time.monotonic()
         result = FetchResult(url, Outcome.FAILED)
         try:
-            self._follow(url, result, started, etag, last_modified, content_types, max_bytes)
+            self._follow(
+                url, result, started, etag, last_modified, content_types, max_bytes, may_follow
+            )
         except _BodyError as exc:
             result.outcome, result.reason, result.detail = exc.outcome, exc.reason, exc.detail
         result.elapsed_s = time.monotonic() - started
@@ -225,6 +180,7 @@ class Fetcher:
         last_modified: str | None,
         content_types: list[str] | None,
         max_bytes: int | None,
+        may_follow: Callable[[str], str | None] | None,
     ) -> None:
         cfg = self.cfg
         deadline = started + cfg.total_timeout_s
@@ -236,19 +192,25 @@ class Fetcher:
                 headers["If-None-Match"] = etag
             if hop == 0 and last_modified:
                 headers["If-Modified-Since"] = last_modified
-            response, sent_at = self._send(current, headers, deadline)
+            response = self._send(current, headers, deadline)
             with response:
                 status = response.status_code
                 location = response.headers.get("Location") if status in REDIRECTS else None
                 if location is None and 200 <= status < 300:
                     allowed = cfg.content_types if content_types is None else content_types
                     _check_type(response, allowed, max_bytes, cfg)
-                exchange, body = self._read(response, sent_at, deadline, max_bytes)
+                exchange, body = self._read(response, deadline, max_bytes)
             result.exchanges.append(exchange)
             if location is not None:
                 target = urljoin(current, location.strip())
                 if target in seen:
                     raise _BodyError(Outcome.FAILED, "redirect_loop", f"{target} again", None)
+                refused = may_follow(target) if may_follow else None
+                if refused:
+                    result.redirect_target = target
+                    raise _BodyError(
+                        Outcome.FAILED, "redirect_not_followed", f"{target}: {refused}", None
+                    )
                 seen.add(target)
                 current = target
                 continue
@@ -258,15 +220,15 @@ class Fetcher:
             Outcome.FAILED, "too_many_redirects", f"more than {cfg.max_redirects}", None
         )
 
-    def _send(
-        self, url: str, headers: dict[str, str], deadline: float
-    ) -> tuple[requests.Response, float]:
-        """The response, its body not read yet, and when the request was sent."""
-        sent_at = time.time()
+    def _send(self, url: str, headers: dict[str, str], deadline: float) -> requests.Response:
+        """The response, its body not read yet."""
         try:
             check_url(url)
-            session = self.session()
-            prepared = session.prepare_request(requests.Request("GET", url, headers=headers))
+            # only the parts a GET without cookies, auth or body needs
+            prepared = requests.PreparedRequest()
+            prepared.prepare_method("GET")
+            prepared.prepare_url(url, None)
+            prepared.prepare_headers({**self._headers, **headers})
             # Sent explicitly so that the recorded request headers are the ones sent.
             prepared.headers["Host"] = urlsplit(prepared.url).netloc.rsplit("@", 1)[-1]
             remaining = max(deadline - time.monotonic(), 0.001)
@@ -274,7 +236,7 @@ class Fetcher:
                 min(self.cfg.connect_timeout_s, remaining),
                 min(self.cfg.read_timeout_s, remaining),
             )
-            response = session.send(prepared, stream=True, timeout=timeout, allow_redirects=False)
+            response = self._adapter.send(prepared, stream=True, timeout=timeout)
         except UnsafeTarget as exc:
             raise _BodyError(Outcome.FAILED, exc.reason, str(exc), None) from None
         except requests.Timeout as exc:
@@ -283,43 +245,38 @@ class Fetcher:
             raise _BodyError(Outcome.RETRY, "connection", f"{url}: {exc}", None) from None
         except (requests.RequestException, ValueError) as exc:  # invalid URL, bad header
             raise _BodyError(Outcome.FAILED, "invalid_request", f"{url}: {exc}", None) from None
-        return response, sent_at
+        return response
 
     def _read(
-        self, response: requests.Response, sent_at: float, deadline: float, max_bytes: int | None
+        self, response: requests.Response, deadline: float, max_bytes: int | None
     ) -> tuple[Exchange, bytes]:
         """The response as an Exchange, and its content-decoded body; a body that breaks a cap
         or the connection raises _BodyError."""
         url = response.request.url or ""
         raw = response.raw
         version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(raw.version, "HTTP/1.1")
+        connection = raw.connection  # the checked connection (safety.py), until the body is read
         exchange = Exchange(
             url=url,
-            started_at=sent_at,
-            peer=_peer(response),
-            method=response.request.method or "GET",
-            target=response.request.path_url,
-            request_headers=list(response.request.headers.items()),
-            http_version=version,
             status=response.status_code,
-            reason_phrase=response.reason or http.client.responses.get(response.status_code, ""),
+            reason=response.reason or http.client.responses.get(response.status_code, ""),
             response_headers=list(raw.headers.items()),
+            request_headers=list(response.request.headers.items()),
+            method=response.request.method or "GET",
+            request_target=response.request.path_url,
+            http_version=version,
+            ip_address=getattr(connection, "peer_address", None),
+            sent_at=getattr(connection, "sent_at", None),
         )
         limit = max_bytes or self.cfg.max_bytes
+        # a larger transfer cap (the book catalog's) raises the decompressed one with it
+        decoded_limit = max(self.cfg.max_decompressed_bytes, limit)
         try:
-            payload, body = _read_body(response, limit, self.cfg.max_decompressed_bytes, deadline)
+            payload, body = _read_body(response, limit, decoded_limit, deadline)
         except _BodyError as exc:
             exc.detail = f"{url}: {exc.detail}"
             raise
         return replace(exchange, payload=payload), body
-
-
-def _peer(response: requests.Response) -> str | None:
-    """The connected socket's address, when the connection still has one (best effort)."""
-    try:
-        return str(response.raw.connection.sock.getpeername()[0])
-    except (AttributeError, OSError):
-        return None
 
 
 def _check_type(
@@ -413,7 +370,8 @@ def _classify(result: FetchResult, exchange: Exchange, body: bytes) -> None:
 def _check_text(result: FetchResult, body: bytes) -> None:
     """Binary bytes in a text type fail the fetch; charset trouble is only noted."""
     head = body[:SNIFF_BYTES]
-    if not head.startswith(_UNICODE_BOMS) and any(b in _BINARY_BYTES for b in head):
+    # translate's deletion runs in C: the head is binary if deleting those bytes shortens it
+    if not head.startswith(_UNICODE_BOMS) and len(head.translate(None, _BINARY_BYTES)) < len(head):
         result.outcome, result.body = Outcome.FAILED, b""
         result.reason = "binary_body"
         result.detail = f"{result.final_url}: {result.content_type} but binary bytes in its start"

@@ -10,12 +10,17 @@ once. A URL's life:
                                        --mark_skipped--> skipped (robots, consent, ...)
                                        --release-------> queued (host unavailable: no attempt)
 
-Hosts (`host[:port]`) have a row too: when the next request may start (`delay_s` after the
-last start, or later when deferred), and how many requests are in flight (at most `per_host`).
-`claim` picks a ready URL of a ready host, so the crawl loop only has to call it from its
-workers. Page budgets (`max_pages`, `max_pages_per_host`) count the URLs admitted to the queue
-in the current generation; URLs beyond them are recorded as skipped (`max_pages`,
-`max_pages_per_host`) and queued again by the next generation.
+A fetch that was redirected records its target too, as `fetched` with reason `redirect` (when
+the target was not known, or only queued), so the page it reached is not fetched again.
+
+Hosts (`host[:port]`) are scheduled in memory: when the next request may start (`delay_s`
+after the last start, or later when deferred) and how many requests are in flight (at most
+`per_host`). `claim` picks a ready URL of a ready host, so the crawl loop only has to call it.
+The hosts table is the durable record of each host's next start, delay and page budget; it is
+written in the transactions that add URLs and finish them, not on every change. Page budgets
+(`max_pages`, `max_pages_per_host`) count the URLs admitted to the queue in the current
+generation; URLs beyond them are recorded as skipped (`max_pages`, `max_pages_per_host`) and
+queued again by the next generation.
 
 A generation is one crawl run. `start_generation` makes every URL fetched before due again,
 keeping its ETag / Last-Modified for a conditional request; URLs known in any state are never
@@ -24,10 +29,13 @@ committed record of each WARC file, in the same transaction as its state: after 
 WARC writer cuts each file back to that end (pipeline/crawl/warcwriter.py), and opening the
 frontier puts the URLs that were in flight back in the queue.
 
-Thread-safe: one connection behind a lock (SQLite writes one transaction at a time anyway);
-every state change is one transaction. WAL journal with synchronous=NORMAL: a killed process
-loses nothing committed; a power cut may lose the last commits, which only makes the WARC
-writer cut a little more and the crawl refetch those URLs.
+Thread-safe: one connection and the in-memory state behind one lock; every state change is one
+transaction (claim, add and each outcome: one each), and the memory follows only once it has
+committed. One process writes a frontier at a time (the workspace lock), so the memory is
+loaded once, on opening. WAL journal with synchronous=NORMAL: a killed process loses nothing
+committed; a power cut may lose the last commits, which only makes the WARC writer cut a little
+more and the crawl refetch those URLs. Claiming scans the hosts that have queued URLs, which is
+cheap for the thousands of hosts one crawl run usually has waiting.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from pipeline.crawl.warcwriter import WarcLocation
 
 STATES = ("queued", "in_flight", "fetched", "failed", "skipped", "not_modified")
 BUDGET_REASONS = ("max_pages", "max_pages_per_host")
+REDIRECT = "redirect"  # the reason of a URL fetched as the target of another one's redirect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS urls (
@@ -79,7 +88,6 @@ CREATE TABLE IF NOT EXISTS hosts (
     host TEXT PRIMARY KEY,
     next_at REAL NOT NULL DEFAULT 0,        -- unix time the next request may start
     delay_s REAL NOT NULL,                  -- between the starts of two requests
-    in_flight INTEGER NOT NULL DEFAULT 0,
     admitted INTEGER NOT NULL DEFAULT 0     -- URLs queued in the current generation
 );
 CREATE TABLE IF NOT EXISTS generations (
@@ -95,6 +103,18 @@ CREATE TABLE IF NOT EXISTS warc_files (
 );
 PRAGMA user_version = 1;
 """
+
+# The first queued URL of a host, shallow ones first, then in the order found: now in flight.
+_CLAIM = (
+    "UPDATE urls SET state = 'in_flight' WHERE url = ("
+    " SELECT url FROM urls WHERE host = ? AND state = 'queued' AND retry_at <= ?"
+    " ORDER BY depth, rowid LIMIT 1) RETURNING *"
+)
+_SAVE_HOST = (
+    "INSERT INTO hosts (host, next_at, delay_s, admitted) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (host) DO UPDATE SET next_at = excluded.next_at,"
+    " delay_s = excluded.delay_s, admitted = excluded.admitted"
+)
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,18 @@ class Claim:
     last_modified: str | None
     payload_digest: str | None
     fetched_at: str | None
+
+
+@dataclass
+class _Host:
+    """A host's scheduling state in memory (next_at, delay_s and admitted are also stored)."""
+
+    delay_s: float
+    next_at: float = 0.0  # unix time the next request may start
+    admitted: int = 0  # URLs queued in the current generation (the page budget)
+    queued: int = 0  # URLs queued now
+    ready_at: float = 0.0  # no queued URL may be retried before: a lower bound
+    in_flight: int = 0
 
 
 class FrontierError(RuntimeError):
@@ -165,7 +197,17 @@ class Frontier:
             raise FrontierError(
                 f"frontier {self.path}: not a usable SQLite database: {exc}"
             ) from exc
-        self.requeued_in_flight = self._requeue_in_flight()
+        self._hosts: dict[str, _Host] = {}
+        self._in_flight: dict[str, str] = {}  # URL -> host
+        self._queued = 0  # URLs queued, all hosts together
+        self._waiting: set[str] = set()  # the hosts with queued URLs: those claim looks at
+        self._generation: str | None = None
+        with self._lock:
+            with self._transaction() as db:
+                self.requeued_in_flight = db.execute(
+                    "UPDATE urls SET state = 'queued', retry_at = 0 WHERE state = 'in_flight'"
+                ).rowcount
+            self._load()
 
     def close(self) -> None:
         with self._lock:
@@ -179,35 +221,53 @@ class Frontier:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                crash_point("frontier.commit")  # a kill here must roll the whole change back
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        """One transaction; the caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+            crash_point("frontier.commit")  # a kill here must roll the whole change back
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
 
-    def _requeue_in_flight(self) -> int:
-        with self._transaction() as db:
-            count = db.execute(
-                "UPDATE urls SET state = 'queued', retry_at = 0 WHERE state = 'in_flight'"
-            ).rowcount
-            db.execute("UPDATE hosts SET in_flight = 0")
-        return count
+    def _load(self) -> None:
+        """The in-memory state from the tables (nothing is in flight)."""
+        db = self._db
+        row = db.execute("SELECT name FROM generations ORDER BY rowid DESC LIMIT 1").fetchone()
+        self._generation = row[0] if row else None
+        self._hosts = {
+            host: _Host(delay_s, next_at, admitted)
+            for host, next_at, delay_s, admitted in db.execute(
+                "SELECT host, next_at, delay_s, admitted FROM hosts"
+            )
+        }
+        self._queued, self._waiting = 0, set()
+        for host, queued, ready_at in db.execute(
+            "SELECT host, COUNT(*), MIN(retry_at) FROM urls WHERE state = 'queued' GROUP BY host"
+        ):
+            self._host(host).ready_at = ready_at
+            self._count_queued(host, queued)
+
+    def _host(self, host: str) -> _Host:
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host(self.delay_s)
+        return state
+
+    def _save_host(self, db: sqlite3.Connection, host: str, state: _Host) -> None:
+        db.execute(_SAVE_HOST, (host, state.next_at, state.delay_s, state.admitted))
 
     # ----- generations -----
 
     @property
     def generation(self) -> str | None:
         """The current (latest started) generation."""
-        rows = self._query("SELECT name FROM generations ORDER BY rowid DESC LIMIT 1")
-        return rows[0]["name"] if rows else None
+        return self._generation
 
     def generation_finished(self, name: str) -> bool:
         rows = self._query("SELECT finished_at FROM generations WHERE name = ?", (name,))
@@ -221,26 +281,31 @@ class Frontier:
         again as far as the budgets allow; URLs still queued move to the new generation."""
         if self.generation == name and not self.generation_finished(name):
             return 0
-        with self._transaction() as db:
-            if db.execute("SELECT 1 FROM generations WHERE name = ?", (name,)).fetchone():
-                raise FrontierError(f"frontier {self.path}: generation {name!r} already exists")
-            db.execute("INSERT INTO generations (name, started_at) VALUES (?, ?)", (name, _now()))
-            due = db.execute(
-                "UPDATE urls SET state = 'queued', reason = NULL, attempts = 0, retry_at = 0,"
-                " generation = ? WHERE state IN ('fetched', 'not_modified')",
-                (name,),
-            ).rowcount
-            db.execute("UPDATE urls SET generation = ? WHERE state = 'queued'", (name,))
-            db.execute(
-                "UPDATE hosts SET next_at = 0, admitted = (SELECT COUNT(*) FROM urls"
-                " WHERE urls.host = hosts.host AND urls.state = 'queued')"
-            )
-            due += self._readmit(db, name)
+        with self._lock:
+            with self._transaction() as db:
+                if db.execute("SELECT 1 FROM generations WHERE name = ?", (name,)).fetchone():
+                    raise FrontierError(f"frontier {self.path}: generation {name!r} already exists")
+                db.execute(
+                    "INSERT INTO generations (name, started_at) VALUES (?, ?)", (name, _now())
+                )
+                due = db.execute(
+                    "UPDATE urls SET state = 'queued', reason = NULL, attempts = 0, retry_at = 0,"
+                    " generation = ? WHERE state IN ('fetched', 'not_modified')",
+                    (name,),
+                ).rowcount
+                db.execute("UPDATE urls SET generation = ? WHERE state = 'queued'", (name,))
+                db.execute(
+                    "UPDATE hosts SET next_at = 0, admitted = (SELECT COUNT(*) FROM urls"
+                    " WHERE urls.host = hosts.host AND urls.state = 'queued')"
+                )
+                due += self._readmit(db, name)
+            self._load()
         return due
 
     def _readmit(self, db: sqlite3.Connection, generation: str) -> int:
         """Queue URLs skipped for a page budget again, in the order found, within the budgets."""
-        total = db.execute("SELECT COALESCE(SUM(admitted), 0) FROM hosts").fetchone()[0]
+        admitted = dict(db.execute("SELECT host, admitted FROM hosts").fetchall())
+        total = sum(admitted.values())
         readmitted = 0
         waiting = db.execute(
             "SELECT url, host FROM urls WHERE state = 'skipped' AND reason IN (?, ?)"
@@ -248,20 +313,21 @@ class Frontier:
             BUDGET_REASONS,
         ).fetchall()
         for url, host in waiting:
-            reason = self._over_budget(db, host, total)
+            reason = self._over_budget(admitted.get(host, 0), total)
             db.execute(
                 "UPDATE urls SET state = ?, reason = ?, generation = ? WHERE url = ?",
                 ("skipped" if reason else "queued", reason, generation, url),
             )
             if not reason:
                 db.execute("UPDATE hosts SET admitted = admitted + 1 WHERE host = ?", (host,))
+                admitted[host] = admitted.get(host, 0) + 1
                 total += 1
                 readmitted += 1
         return readmitted
 
     def finish_generation(self) -> None:
         name = self._require_generation("finish_generation")
-        with self._transaction() as db:
+        with self._lock, self._transaction() as db:
             db.execute("UPDATE generations SET finished_at = ? WHERE name = ?", (_now(), name))
 
     def _require_generation(self, operation: str) -> str:
@@ -278,47 +344,59 @@ class Frontier:
         """Record URLs not seen before (in any state, in any generation); return how many were
         queued. Known URLs are left as they are."""
         generation = self._require_generation("add")
-        queued = 0
-        with self._transaction() as db:
-            total = db.execute("SELECT COALESCE(SUM(admitted), 0) FROM hosts").fetchone()[0]
-            for item in items:
-                if db.execute("SELECT 1 FROM urls WHERE url = ?", (item.url,)).fetchone():
-                    continue
-                host = host_key(item.url)
-                db.execute(
-                    "INSERT OR IGNORE INTO hosts (host, delay_s) VALUES (?, ?)",
-                    (host, self.delay_s),
-                )
-                reason = item.skip or self._over_budget(db, host, total)
-                db.execute(
-                    "INSERT INTO urls (url, host, state, reason, depth, source, discovered_at,"
-                    " discovered_from, generation, metadata) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        item.url,
-                        host,
-                        "skipped" if reason else "queued",
-                        reason,
-                        item.depth,
-                        item.source,
-                        _now(),
-                        item.discovered_from,
-                        generation,
-                        _metadata_json(item),
-                    ),
-                )
-                if not reason:
-                    db.execute("UPDATE hosts SET admitted = admitted + 1 WHERE host = ?", (host,))
-                    total += 1
-                    queued += 1
-        return queued
+        with self._lock:
+            # newly queued per host, applied to memory once committed: a failed add changes nothing
+            queued: dict[str, int] = {}
+            total = (
+                sum(s.admitted for s in self._hosts.values()) if self.max_pages is not None else 0
+            )
+            with self._transaction() as db:
+                for item in items:
+                    host = host_key(item.url)
+                    admitted = self._admitted(host) + queued.get(host, 0)
+                    reason = item.skip or self._over_budget(admitted, total)
+                    inserted = db.execute(
+                        "INSERT INTO urls (url, host, state, reason, depth, source,"
+                        " discovered_at, discovered_from, generation, metadata)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (url) DO NOTHING",
+                        (
+                            item.url,
+                            host,
+                            "skipped" if reason else "queued",
+                            reason,
+                            item.depth,
+                            item.source,
+                            _now(),
+                            item.discovered_from,
+                            generation,
+                            _metadata_json(item),
+                        ),
+                    ).rowcount
+                    if inserted and not reason:
+                        queued[host] = queued.get(host, 0) + 1
+                        total += 1
+                for host, count in queued.items():
+                    state = self._hosts.get(host) or _Host(self.delay_s)
+                    db.execute(
+                        _SAVE_HOST, (host, state.next_at, state.delay_s, state.admitted + count)
+                    )
+            for host, count in queued.items():
+                state = self._host(host)
+                state.admitted += count
+                state.ready_at = 0.0  # the new URLs are ready now
+                self._count_queued(host, count)
+        return sum(queued.values())
 
-    def _over_budget(self, db: sqlite3.Connection, host: str, total: int) -> str | None:
+    def _admitted(self, host: str) -> int:
+        state = self._hosts.get(host)
+        return state.admitted if state else 0
+
+    def _over_budget(self, admitted: int, total: int) -> str | None:
+        """Why one more URL of a host with `admitted` URLs may not be queued, if it may not."""
         if self.max_pages is not None and total >= self.max_pages:
             return "max_pages"
-        if self.max_pages_per_host is not None:
-            admitted = db.execute("SELECT admitted FROM hosts WHERE host = ?", (host,)).fetchone()
-            if admitted[0] >= self.max_pages_per_host:
-                return "max_pages_per_host"
+        if self.max_pages_per_host is not None and admitted >= self.max_pages_per_host:
+            return "max_pages_per_host"
         return None
 
     # ----- handing out work -----
@@ -328,26 +406,24 @@ class Frontier:
         start time came first go first; within a host, shallow URLs first, then in the order
         found. The host's next start moves `delay_s` ahead."""
         now = time.time() if now is None else now
-        with self._transaction() as db:
-            host = db.execute(
-                "SELECT host, delay_s FROM hosts WHERE next_at <= :now AND in_flight < :per_host"
-                " AND EXISTS (SELECT 1 FROM urls WHERE urls.host = hosts.host"
-                "   AND state = 'queued' AND retry_at <= :now)"
-                " ORDER BY next_at LIMIT 1",
-                {"now": now, "per_host": self.per_host},
-            ).fetchone()
-            if host is None:
+        with self._lock:
+            while (host := self._ready_host(now)) is not None:
+                state = self._hosts[host]
+                with self._transaction() as db:
+                    rows = db.execute(_CLAIM, (host, now)).fetchall()
+                if rows:
+                    break
+                # every queued URL of the host waits for a retry: learn until when (> now)
+                state.ready_at = self._db.execute(
+                    "SELECT MIN(retry_at) FROM urls WHERE host = ? AND state = 'queued'", (host,)
+                ).fetchone()[0]
+            else:
                 return None
-            row = db.execute(
-                "SELECT * FROM urls WHERE host = ? AND state = 'queued' AND retry_at <= ?"
-                " ORDER BY depth, rowid LIMIT 1",
-                (host["host"], now),
-            ).fetchone()
-            db.execute("UPDATE urls SET state = 'in_flight' WHERE url = ?", (row["url"],))
-            db.execute(
-                "UPDATE hosts SET in_flight = in_flight + 1, next_at = ? WHERE host = ?",
-                (now + host["delay_s"], host["host"]),
-            )
+            row = rows[0]
+            self._count_queued(host, -1)
+            state.in_flight += 1
+            state.next_at = now + state.delay_s
+            self._in_flight[row["url"]] = host
         return Claim(
             url=row["url"],
             host=row["host"],
@@ -362,29 +438,42 @@ class Frontier:
             fetched_at=row["fetched_at"],
         )
 
+    def _ready_host(self, now: float) -> str | None:
+        """The ready host whose next start came first."""
+        best, best_at = None, now
+        for host in self._waiting:
+            state = self._hosts[host]
+            ready = state.in_flight < self.per_host and state.ready_at <= now
+            if ready and state.next_at <= best_at:
+                best, best_at = host, state.next_at
+        return best
+
     def next_ready_at(self) -> float | None:
         """The earliest time `claim` could return a URL if nothing else changes; None when no
         URL is queued for a host with a free slot (the crawl is done once nothing is in flight
         either)."""
-        rows = self._query(
-            "SELECT MIN(MAX(hosts.next_at, urls.retry_at)) FROM urls JOIN hosts USING (host)"
-            " WHERE urls.state = 'queued' AND hosts.in_flight < ?",
-            (self.per_host,),
-        )
-        return rows[0][0]
+        with self._lock:
+            return min(
+                (
+                    max(state.next_at, state.ready_at)
+                    for state in map(self._hosts.__getitem__, self._waiting)
+                    if state.in_flight < self.per_host
+                ),
+                default=None,
+            )
 
     def set_host_delay(self, host: str, delay_s: float) -> None:
         """The gap between two request starts to `host` (e.g. robots.txt's Crawl-delay)."""
-        with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO hosts (host, delay_s) VALUES (?, ?)", (host, delay_s))
-            db.execute("UPDATE hosts SET delay_s = ? WHERE host = ?", (delay_s, host))
+        with self._lock:
+            self._host(host).delay_s = delay_s
 
     def defer_host(self, host: str, seconds: float, now: float | None = None) -> None:
         """No request to `host` before `seconds` from now (backoff, or a request made outside
         the frontier such as robots.txt)."""
         until = (time.time() if now is None else now) + seconds
-        with self._transaction() as db:
-            db.execute("UPDATE hosts SET next_at = MAX(next_at, ?) WHERE host = ?", (until, host))
+        with self._lock:
+            state = self._host(host)
+            state.next_at = max(state.next_at, until)
 
     # ----- outcomes -----
 
@@ -397,36 +486,73 @@ class Frontier:
         payload_digest: str | None = None,
         etag: str | None = None,
         last_modified: str | None = None,
+        redirected_to: str | None = None,
     ) -> None:
         """A response was recorded (at `stored`): state `fetched`, or `not_modified` for a 304,
-        which keeps the earlier validators and digest unless it sent new ones."""
+        which keeps the earlier validators and digest unless it sent new ones. A fetch that was
+        redirected names the (normalized) URL it reached in `redirected_to`: that URL is
+        recorded as fetched (reason `redirect`) unless it is known in another state than
+        queued."""
         not_modified = status == 304
-        with self._transaction() as db:
-            self._finish(db, url, stored)
-            db.execute(
-                "UPDATE urls SET state = ?, reason = NULL, status = ?, retry_at = 0,"
-                " fetched_at = ?, generation = ?,"
-                " payload_digest = CASE WHEN ? THEN COALESCE(?, payload_digest) ELSE ? END,"
-                " etag = CASE WHEN ? THEN COALESCE(?, etag) ELSE ? END,"
-                " last_modified = CASE WHEN ? THEN COALESCE(?, last_modified) ELSE ? END"
-                " WHERE url = ?",
-                (
-                    "not_modified" if not_modified else "fetched",
-                    status,
-                    _now(),
-                    self._generation_in(db),
-                    not_modified,
-                    payload_digest,
-                    payload_digest,
-                    not_modified,
-                    etag,
-                    etag,
-                    not_modified,
-                    last_modified,
-                    last_modified,
-                    url,
-                ),
-            )
+        with self._lock:
+            host = self._require_in_flight(url)
+            with self._transaction() as db:
+                self._finish(db, url, host, stored)
+                db.execute(
+                    "UPDATE urls SET state = ?, reason = NULL, status = ?, retry_at = 0,"
+                    " fetched_at = ?, generation = ?,"
+                    " payload_digest = CASE WHEN ? THEN COALESCE(?, payload_digest) ELSE ? END,"
+                    " etag = CASE WHEN ? THEN COALESCE(?, etag) ELSE ? END,"
+                    " last_modified = CASE WHEN ? THEN COALESCE(?, last_modified) ELSE ? END"
+                    " WHERE url = ?",
+                    (
+                        "not_modified" if not_modified else "fetched",
+                        status,
+                        _now(),
+                        self._generation,
+                        not_modified,
+                        payload_digest,
+                        payload_digest,
+                        not_modified,
+                        etag,
+                        etag,
+                        not_modified,
+                        last_modified,
+                        last_modified,
+                        url,
+                    ),
+                )
+                target_was_queued = redirected_to is not None and self._record_redirect(
+                    db, url, redirected_to
+                )
+            self._finished(url, host)
+            if target_was_queued:
+                self._count_queued(host_key(redirected_to), -1)
+
+    def _record_redirect(self, db: sqlite3.Connection, source: str, target: str) -> bool:
+        """Record `target`, reached by redirect from `source` (whose row is up to date), as
+        fetched; return whether it was queued."""
+        if target == source or target in self._in_flight:
+            return False
+        row = db.execute("SELECT state FROM urls WHERE url = ?", (target,)).fetchone()
+        if row is not None and row["state"] != "queued":
+            return False
+        db.execute(
+            "INSERT INTO urls (url, host, state, reason, depth, source, discovered_at,"
+            " discovered_from, status, warc_file, warc_offset, warc_length, payload_digest,"
+            " etag, last_modified, fetched_at, generation)"
+            " SELECT ?, ?, 'fetched', ?, depth, source, ?, url, status, warc_file,"
+            " warc_offset, warc_length, payload_digest, etag, last_modified, fetched_at,"
+            " generation FROM urls WHERE url = ?"
+            " ON CONFLICT (url) DO UPDATE SET state = 'fetched', reason = excluded.reason,"
+            " status = excluded.status, warc_file = excluded.warc_file,"
+            " warc_offset = excluded.warc_offset, warc_length = excluded.warc_length,"
+            " payload_digest = excluded.payload_digest, etag = excluded.etag,"
+            " last_modified = excluded.last_modified, fetched_at = excluded.fetched_at,"
+            " generation = excluded.generation",
+            (target, host_key(target), REDIRECT, _now(), source),
+        )
+        return row is not None
 
     def mark_failed(
         self,
@@ -442,80 +568,114 @@ class Frontier:
         again for then, unless this was attempt `max_attempts`; without it, or after the last
         attempt, it is `failed` with `reason`. A response that was recorded (e.g. a 404) gives
         its `stored` location. Returns the new state."""
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            row = self._finish(db, url, stored)
-            attempts = row["attempts"] + 1
-            state = "queued" if retry_in is not None and attempts < self.max_attempts else "failed"
-            db.execute(
-                "UPDATE urls SET state = ?, reason = ?, attempts = ?, retry_at = ?, status = ?,"
-                " generation = ? WHERE url = ?",
-                (
-                    state,
-                    reason,
-                    attempts,
-                    now + (retry_in or 0),
-                    status,
-                    self._generation_in(db),
-                    url,
-                ),
-            )
+        retry_at = (time.time() if now is None else now) + (retry_in or 0)
+        with self._lock:
+            host = self._require_in_flight(url)
+            with self._transaction() as db:
+                self._finish(db, url, host, stored)
+                # SET expressions read the old row: `attempts + 1` is this attempt's number
+                (state,) = db.execute(
+                    "UPDATE urls SET attempts = attempts + 1,"
+                    " state = CASE WHEN ? AND attempts + 1 < ? THEN 'queued' ELSE 'failed' END,"
+                    " reason = ?, retry_at = ?, status = ?, generation = ? WHERE url = ?"
+                    " RETURNING state",
+                    (
+                        retry_in is not None,
+                        self.max_attempts,
+                        reason,
+                        retry_at,
+                        status,
+                        self._generation,
+                        url,
+                    ),
+                ).fetchone()
+            self._finished(url, host)
+            if state == "queued":
+                self._requeued(host, retry_at)
         return state
 
     def mark_skipped(self, url: str, reason: str) -> None:
-        """Not to be fetched (robots.txt, an opt-out, a budget): `skipped` with `reason`."""
-        with self._transaction() as db:
-            self._finish(db, url, None, allow_queued=True)
-            db.execute(
-                "UPDATE urls SET state = 'skipped', reason = ?, generation = ? WHERE url = ?",
-                (reason, self._generation_in(db), url),
-            )
+        """Not to be fetched (robots.txt, an opt-out, a budget): `skipped` with `reason`. The
+        URL is in flight, or still queued."""
+        with self._lock:
+            host = self._in_flight.get(url)
+            with self._transaction() as db:
+                changed = db.execute(
+                    "UPDATE urls SET state = 'skipped', reason = ?, generation = ?"
+                    " WHERE url = ? AND state = ?",
+                    (reason, self._generation, url, "queued" if host is None else "in_flight"),
+                ).rowcount
+                if not changed:
+                    raise self._not_in_flight(url)
+                if host is not None:
+                    self._save_host(db, host, self._hosts[host])
+            if host is not None:
+                self._finished(url, host)
+            else:
+                self._count_queued(host_key(url), -1)
 
     def release(self, url: str, retry_at: float = 0.0) -> None:
         """Back to the queue without counting an attempt (its host could not be tried now,
         e.g. robots.txt answered 5xx)."""
-        with self._transaction() as db:
-            self._finish(db, url, None)
-            db.execute(
-                "UPDATE urls SET state = 'queued', retry_at = ? WHERE url = ?", (retry_at, url)
-            )
+        with self._lock:
+            host = self._require_in_flight(url)
+            with self._transaction() as db:
+                self._finish(db, url, host, None)
+                db.execute(
+                    "UPDATE urls SET state = 'queued', retry_at = ? WHERE url = ?", (retry_at, url)
+                )
+            self._finished(url, host)
+            self._requeued(host, retry_at)
+
+    def _require_in_flight(self, url: str) -> str:
+        """The host of `url`, which must be in flight."""
+        host = self._in_flight.get(url)
+        if host is None:
+            raise self._not_in_flight(url)
+        return host
+
+    def _not_in_flight(self, url: str) -> FrontierError:
+        row = self._db.execute("SELECT state FROM urls WHERE url = ?", (url,)).fetchone()
+        state = row["state"] if row else "unknown"
+        return FrontierError(f"frontier {self.path}: {url} is {state}, not in flight")
 
     def _finish(
-        self,
-        db: sqlite3.Connection,
-        url: str,
-        stored: WarcLocation | None,
-        allow_queued: bool = False,
-    ) -> sqlite3.Row:
-        """Checks and bookkeeping shared by every outcome: the URL must be in flight; its host
-        gets its slot back; the WARC location and the file's committed end are recorded."""
-        row = db.execute("SELECT * FROM urls WHERE url = ?", (url,)).fetchone()
-        allowed = ("in_flight", "queued") if allow_queued else ("in_flight",)
-        if row is None or row["state"] not in allowed:
-            state = row["state"] if row else "unknown"
-            raise FrontierError(f"frontier {self.path}: {url} is {state}, not in flight")
-        if row["state"] == "in_flight":
-            db.execute(
-                "UPDATE hosts SET in_flight = MAX(in_flight - 1, 0) WHERE host = ?", (row["host"],)
-            )
-        if stored is not None:
-            generation = self._generation_in(db)
-            db.execute(
-                "UPDATE urls SET warc_file = ?, warc_offset = ?, warc_length = ? WHERE url = ?",
-                (stored.file, stored.offset, stored.length, url),
-            )
-            db.execute(
-                "INSERT INTO warc_files (generation, file, committed_end) VALUES (?, ?, ?)"
-                " ON CONFLICT DO UPDATE"
-                " SET committed_end = MAX(committed_end, excluded.committed_end)",
-                (generation, stored.file, stored.end),
-            )
-        return row
+        self, db: sqlite3.Connection, url: str, host: str, stored: WarcLocation | None
+    ) -> None:
+        """What every outcome of a fetch stores besides the URL's state: the host's schedule
+        (its next start, as the fetch left it) and where the records are (with the WARC file's
+        new committed end)."""
+        self._save_host(db, host, self._hosts[host])
+        if stored is None:
+            return
+        db.execute(
+            "UPDATE urls SET warc_file = ?, warc_offset = ?, warc_length = ? WHERE url = ?",
+            (stored.file, stored.offset, stored.length, url),
+        )
+        db.execute(
+            "INSERT INTO warc_files (generation, file, committed_end) VALUES (?, ?, ?)"
+            " ON CONFLICT DO UPDATE SET committed_end = MAX(committed_end, excluded.committed_end)",
+            (self._generation, stored.file, stored.end),
+        )
 
-    @staticmethod
-    def _generation_in(db: sqlite3.Connection) -> str | None:
-        row = db.execute("SELECT name FROM generations ORDER BY rowid DESC LIMIT 1").fetchone()
-        return row[0] if row else None
+    def _finished(self, url: str, host: str) -> None:
+        """Memory, once committed: the URL is no longer in flight, its host has a free slot."""
+        del self._in_flight[url]
+        self._hosts[host].in_flight -= 1
+
+    def _count_queued(self, host: str, change: int) -> None:
+        state = self._hosts[host]
+        state.queued += change
+        self._queued += change
+        if state.queued:
+            self._waiting.add(host)
+        else:
+            self._waiting.discard(host)
+
+    def _requeued(self, host: str, retry_at: float) -> None:
+        state = self._hosts[host]
+        state.ready_at = min(state.ready_at, retry_at)
+        self._count_queued(host, 1)
 
     # ----- reading -----
 
@@ -561,8 +721,8 @@ class Frontier:
 
     def pending(self) -> int:
         """URLs queued or in flight: the crawl is over when this is 0."""
-        rows = self._query("SELECT COUNT(*) FROM urls WHERE state IN ('queued', 'in_flight')")
-        return rows[0][0]
+        with self._lock:
+            return self._queued + len(self._in_flight)
 
 
 def _in_generation(generation: str | None) -> tuple[str, tuple[str, ...]]:

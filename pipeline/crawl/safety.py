@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,19 +82,37 @@ class AddressPolicy:
 
 
 class _CheckedConnection(HTTPConnection):
-    """Checks the resolved addresses before connecting and the peer address after."""
+    """Checks the resolved addresses before connecting and the peer address after. It also
+    keeps what the crawler records: the peer address (`peer_address`) and when the current
+    request's first bytes were handed to the socket (`sent_at`, unix time), which is as close
+    to the server's arrival time as the client can know it: name resolution, connecting and
+    building the request all come before it."""
 
     policy: AddressPolicy  # set on the per-adapter subclasses
+    peer_address: str | None = None
+    sent_at: float | None = None
 
     def _new_conn(self) -> socket.socket:
         self.policy.check_host(self._dns_host, self.port)
         sock = super()._new_conn()
         try:
-            self.policy.check(str(sock.getpeername()[0]), self.host)
+            self.peer_address = str(sock.getpeername()[0])
+            self.policy.check(self.peer_address, self.host)
         except UnsafeTarget:
             sock.close()
             raise
         return sock
+
+    def putrequest(self, *args: Any, **kwargs: Any) -> None:
+        self.sent_at = None  # a new request on this connection
+        super().putrequest(*args, **kwargs)
+
+    def send(self, data: Any) -> None:
+        if self.sent_at is None:
+            if self.sock is None:
+                self.connect()  # as http.client's send would, but before the time is taken
+            self.sent_at = time.time()
+        super().send(data)
 
 
 class _CheckedHTTPSConnection(_CheckedConnection, HTTPSConnection):

@@ -270,18 +270,22 @@ class CrawlRules:
 # ----- links -----
 
 
-def extract_links(html: bytes | str, base_url: str) -> list[str]:
+def extract_links(html: bytes | str | lxml.html.HtmlElement, base_url: str) -> list[str]:
     """The http(s) links of a page (`<a href>`, `<area href>`), absolute and normalized, each
     once, in page order. Relative links resolve against `<base href>` when the page has one.
     Links with rel="nofollow" are skipped, and so is every link of a page whose
     `<meta name="robots">` says nofollow or none; so are mailto:, javascript:, tel: and
-    fragment-only links. Unparsable HTML gives no links rather than an error."""
-    if not html or not html.strip():
+    fragment-only links. Unparsable HTML gives no links rather than an error. `html` may be
+    the page already parsed by lxml.html."""
+    if isinstance(html, lxml.html.HtmlElement):
+        tree = html
+    elif not html or not html.strip():
         return []
-    try:
-        tree = lxml.html.document_fromstring(html)
-    except (etree.ParserError, ValueError):
-        return []
+    else:
+        try:
+            tree = lxml.html.document_fromstring(html)
+        except (etree.ParserError, ValueError):
+            return []
     for meta in tree.iterfind(".//meta[@name]"):
         if meta.get("name", "").strip().lower() == "robots":
             values = {v.strip().lower() for v in meta.get("content", "").split(",")}

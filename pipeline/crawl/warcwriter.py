@@ -76,7 +76,8 @@ class WarcLocation:
 
 @dataclass(frozen=True)
 class Exchange:
-    """One HTTP request as sent and the response as received."""
+    """One HTTP request as sent and the response as received: one WARC request/response pair.
+    The fetcher (pipeline/crawl/fetch.py) makes them; `write_exchange` stores them."""
 
     url: str
     status: int
@@ -87,9 +88,25 @@ class Exchange:
     method: str = "GET"
     request_target: str | None = None  # "/path?query" as sent; None: taken from `url`
     http_version: str = "HTTP/1.1"
-    ip_address: str | None = None
-    date: datetime | None = None  # when the request was sent; None: now
+    ip_address: str | None = None  # the address connected to
+    sent_at: float | None = None  # unix time the request was sent (WARC-Date); None: now
     truncated: str | None = None  # WARC-Truncated reason: "length", "time", "disconnect"
+
+    @property
+    def request_line(self) -> str:
+        return (
+            f"{self.method} {self.request_target or _request_target(self.url)} {self.http_version}"
+        )
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.http_version} {self.status} {self.reason}"
+
+    def header(self, name: str) -> str | None:
+        """The response header's values joined with ", " (RFC 9110), or None."""
+        name = name.lower()
+        values = [v for k, v in self.response_headers if k.lower() == name]
+        return ", ".join(values) if values else None
 
 
 @dataclass(frozen=True)
@@ -130,12 +147,16 @@ class GenerationWriter:
         self.fsync = fsync
         self._lock = threading.Lock()  # appends to the files
         self._sync_lock = threading.Lock()  # one fsync at a time; waiters share its result
-        self._commit_order = threading.Condition()  # on_written callbacks in write order
+        # on_written callbacks run in write order: each batch waits for its turn on an event of
+        # its own, set by the batch before it (one wake-up per batch, not one per waiter)
+        self._turn_lock = threading.Lock()
+        self._turns: dict[int, threading.Event] = {}
         self._written = self._synced = self._committed = 0  # record batches, numbered
         self._failure: BaseException | None = None  # an on_written that raised
         self._retired: list[IO[bytes]] = []  # full files, closed once fsynced
         self._fh: IO[bytes] | None = None
         self._name = ""
+        self._local = threading.local()  # a warcio writer per thread
         self.folder.mkdir(parents=True, exist_ok=True)
         self._seq = self._recover(dict(committed or {}))
 
@@ -219,20 +240,32 @@ class GenerationWriter:
             ticket = self._written
         location = WarcLocation(name, offset, len(data))
         self._sync_through(ticket)
-        with self._commit_order:
-            while self._committed != ticket - 1:
-                self._commit_order.wait()
-            try:
-                self._check_not_failed()
-                if on_written is not None:
-                    on_written(location)
-            except BaseException as exc:
-                self._failure = self._failure or exc
-                raise
-            finally:
-                self._committed = ticket
-                self._commit_order.notify_all()
+        self._wait_turn(ticket)
+        try:
+            self._check_not_failed()
+            if on_written is not None:
+                on_written(location)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+        finally:
+            self._pass_turn(ticket)
         return location
+
+    def _wait_turn(self, ticket: int) -> None:
+        with self._turn_lock:
+            if self._committed == ticket - 1:
+                return
+            turn = self._turns.setdefault(ticket, threading.Event())
+        turn.wait()
+
+    def _pass_turn(self, ticket: int) -> None:
+        with self._turn_lock:
+            self._committed = ticket
+            self._turns.pop(ticket, None)
+            turn = self._turns.get(ticket + 1)  # None: the next batch is not waiting yet
+        if turn is not None:
+            turn.set()
 
     def _check_not_failed(self) -> None:
         if self._failure is not None:
@@ -283,6 +316,15 @@ class GenerationWriter:
         if self.fsync:
             os.fsync(fh.fileno())
 
+    def _record_writer(self, buffer: io.BytesIO) -> WARCWriter:
+        """This thread's warcio writer, writing to `buffer` (made once per thread: making one
+        looks the host name up)."""
+        writer = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = self._local.writer = WARCWriter(buffer, gzip=True, warc_version=WARC_VERSION)
+        writer.out = buffer
+        return writer
+
     def _records(
         self,
         exchange: Exchange,
@@ -292,7 +334,7 @@ class GenerationWriter:
     ) -> bytes:
         """The records of one URL, serialized (gzip members), before any byte hits the file."""
         buffer = io.BytesIO()
-        writer = WARCWriter(buffer, gzip=True, warc_version=WARC_VERSION)
+        writer = self._record_writer(buffer)
         for hop in redirects:
             _write_pair(writer, hop, None)
         response_id = _write_pair(writer, exchange, previous)
@@ -306,7 +348,7 @@ class GenerationWriter:
                 warc_content_type="application/json",
                 warc_headers_dict={
                     "WARC-Refers-To": response_id,
-                    "WARC-Date": _warc_date(exchange.date),
+                    "WARC-Date": _sent_date(exchange),
                 },
             )
             writer.write_record(record)
@@ -315,7 +357,7 @@ class GenerationWriter:
 
 def _write_pair(writer: WARCWriter, exchange: Exchange, previous: PreviousCapture | None) -> str:
     """Request and response (or revisit, for a 304) records; returns the response's id."""
-    date = _warc_date(exchange.date)
+    date = _sent_date(exchange)
     request_id = StatusAndHeadersParser.make_warc_id()
     response_id = StatusAndHeadersParser.make_warc_id()
     response_warc = {
@@ -352,14 +394,13 @@ def _write_pair(writer: WARCWriter, exchange: Exchange, previous: PreviousCaptur
             http_headers=http,
             warc_headers_dict=response_warc,
         )
-    target = exchange.request_target or _request_target(exchange.url)
     request = writer.create_warc_record(
         exchange.url,
         "request",
         payload=io.BytesIO(b""),
         length=0,
         http_headers=StatusAndHeaders(
-            f"{exchange.method} {target} {exchange.http_version}",
+            exchange.request_line,
             exchange.request_headers,
             protocol=exchange.http_version,
             is_http_request=True,
@@ -378,6 +419,11 @@ def _write_pair(writer: WARCWriter, exchange: Exchange, previous: PreviousCaptur
 def _request_target(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _sent_date(exchange: Exchange) -> str:
+    sent = exchange.sent_at
+    return _warc_date(None if sent is None else datetime.fromtimestamp(sent, UTC))
 
 
 def _warc_date(value: str | datetime | None) -> str:
