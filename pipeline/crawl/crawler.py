@@ -75,10 +75,10 @@ from pipeline import takedown
 from pipeline.config import ConfigError, RunConfig, SourceConfig
 from pipeline.crash import crash_point
 from pipeline.crawl import consent, sources, warcwriter
-from pipeline.crawl.fetch import Fetcher, FetchResult, Outcome, retry_delay
+from pipeline.crawl.fetch import REDIRECT_NOT_FOLLOWED, Fetcher, FetchResult, Outcome, retry_delay
 from pipeline.crawl.frontier import Claim, Frontier, NewUrl
 from pipeline.crawl.robots import Robots, RobotsCache, RobotsState, robots_url
-from pipeline.crawl.urls import CrawlRules, Limits, Scope, extract_links, normalize_url
+from pipeline.crawl.urls import CrawlRules, Limits, Scope, extract_links, host_key, normalize_url
 from pipeline.workspace import MANIFEST, Workspace
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -339,6 +339,7 @@ class _Crawl:
             etag=claim.etag,
             last_modified=claim.last_modified,
             max_bytes=self.cfg.catalog_max_bytes if is_catalog else None,
+            may_follow=lambda target: self._may_follow(claim, target),
         )
         crash_point("crawl.fetched")
         self._record(claim, result)
@@ -372,6 +373,24 @@ class _Crawl:
             self.frontier.add(found)
         return robots
 
+    def _may_follow(self, claim: Claim, target: str) -> str | None:
+        """A redirect is followed at once only where a link to its target would be fetched in
+        this host's slot: the same host, in scope, not taken down, allowed by robots.txt. Any
+        other target is queued as a URL of its own (`_record`), to be judged and fetched in its
+        host's slot, after that host's robots.txt."""
+        try:
+            url = normalize_url(target)
+        except ValueError:
+            return None  # not http(s): fetch refuses it itself, with its reason
+        if host_key(url) != claim.host:
+            return "other_host"
+        if takedown.matches(self.takedown, url, None):
+            return takedown.REASON
+        robots = self.robots.lookup(url)
+        if robots is None or not robots.allowed(url, self.cfg.agents):
+            return "robots"
+        return self.rules.refuse(url, claim.depth)
+
     def _delay(self, robots: Robots | None) -> float:
         crawl_delay = robots.crawl_delay(self.cfg.agents) if robots else None
         return max(self.cfg.min_delay_s, crawl_delay or 0.0)
@@ -403,6 +422,16 @@ class _Crawl:
                 lambda at: frontier.mark_failed(
                     url, result.reason or "retry", retry_in=delay, status=result.status, stored=at
                 ),
+            )
+            return
+        if result.reason == REDIRECT_NOT_FOLLOWED and result.redirect_target:
+            # the 3xx answer is what this URL gave; its target is judged as a URL of its own
+            target = normalize_url(result.redirect_target)
+            frontier.add(self._new(claim, [(target, claim.depth, claim.metadata)], True))
+            self._store(
+                result,
+                None,
+                lambda at: frontier.mark_fetched(url, result.status or 302, at, redirected_to=None),
             )
             return
         if result.outcome is Outcome.FAILED:

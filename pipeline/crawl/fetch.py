@@ -60,6 +60,9 @@ _BINARY_BYTES = bytes([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C
 _UNICODE_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_BE, codecs.BOM_UTF16_LE)
 
 
+REDIRECT_NOT_FOLLOWED = "redirect_not_followed"  # a FAILED reason: may_follow refused a hop
+
+
 class Outcome(StrEnum):
     FETCHED = "fetched"
     NOT_MODIFIED = "not_modified"
@@ -209,7 +212,7 @@ class Fetcher:
                 if refused:
                     result.redirect_target = target
                     raise _BodyError(
-                        Outcome.FAILED, "redirect_not_followed", f"{target}: {refused}", None
+                        Outcome.FAILED, REDIRECT_NOT_FOLLOWED, f"{target}: {refused}", None
                     )
                 seen.add(target)
                 current = target
