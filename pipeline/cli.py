@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import importlib
 import json
 import sys
@@ -264,6 +265,7 @@ def sample(
 
 @main.command("train-quality-classifier")
 @config_option
+@set_option
 @click.option(
     "--positives", multiple=True, help="Good examples: JSONL with `text`, or one per line."
 )
@@ -272,13 +274,16 @@ def sample(
     "--labelled", multiple=True, help="An evaluation set: JSONL with `text` and `label` (hq/lq)."
 )
 @click.option(
-    "--ccnet", multiple=True, help="CCNet JSONL(.gz) files: head bucket = good, to evaluate."
+    "--ccnet",
+    multiple=True,
+    help="CCNet JSONL(.gz) files or a glob: head bucket = good, to evaluate.",
 )
 @click.option("--seed", default=0, show_default=True)
 @click.option("--epochs", default=5, show_default=True)
 @fails_cleanly
 def train_quality_classifier(
     config_path: str,
+    overrides: tuple[str, ...],
     positives: tuple[str, ...],
     negatives: tuple[str, ...],
     labelled: tuple[str, ...],
@@ -294,16 +299,23 @@ def train_quality_classifier(
     from pipeline.datasets import short_digest
     from pipeline.filters import quality
 
-    cfg = load_config(config_path)
+    cfg = load_config(config_path, overrides)
     ws = Workspace(cfg.workspace_root)
-    good = [text for path in positives for text in quality.read_examples(cfg.resolve(path))]
-    bad = [text for path in negatives for text in quality.read_examples(cfg.resolve(path))]
+    good = [text for path in positives for text in quality.read_examples(path)]
+    bad = [text for path in negatives for text in quality.read_examples(path)]
     if not (good and bad):
         found_good, found_bad = quality.workspace_examples(ws, cfg.filter.dataset)
         good, bad = good or found_good, bad or found_bad
-    external = {Path(path).name: quality.read_labelled(cfg.resolve(path)) for path in labelled}
-    if ccnet:
-        external["ccnet"] = quality.ccnet_examples([cfg.resolve(path) for path in ccnet])
+    if not good:
+        raise ValueError(
+            f"no good examples: {cfg.filter.dataset} has no books or articles; give --positives"
+        )
+    if not bad:
+        raise ValueError("no bad examples: clean and filter rejected nothing yet; give --negatives")
+    external = {Path(path).name: quality.read_labelled(path) for path in labelled}
+    if ccnet:  # a quoted glob is expanded here
+        files = [match for path in ccnet for match in sorted(glob.glob(path)) or [path]]
+        external["ccnet"] = quality.ccnet_examples(files)
     version = short_digest(sorted(good), sorted(bad), seed, epochs)
     out_dir = ws.storage.path(f"{quality.MODELS_FOLDER}/{version}")
     with ws.lock("textmill train-quality-classifier"):
