@@ -51,7 +51,7 @@ def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DatasetError, WorkspaceLocked, KeyError, ValueError) as exc:
+        except (ConfigError, DatasetError, WorkspaceLocked, KeyError, ValueError, OSError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             click.echo(f"textmill: error: {message}", err=True)
             sys.exit(2 if isinstance(exc, ConfigError) else 1)

@@ -189,7 +189,8 @@ def test_a_trained_quality_classifier_scores_documents_in_the_filter(tmp_path):
     labelled += [{"text": junk[i], "label": "lq"} for i in range(5)]
     (tmp_path / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled))
     config = _config(tmp_path)
-    examples = ["--positives", "good.txt", "--negatives", "bad.txt", "--labelled", "labelled.jsonl"]
+    examples = ["--positives", str(tmp_path / "good.txt"), "--negatives", str(tmp_path / "bad.txt")]
+    examples += ["--labelled", str(tmp_path / "labelled.jsonl")]
     trained = CliRunner().invoke(
         main, ["train-quality-classifier", "-c", str(config), *examples], catch_exceptions=False
     )
