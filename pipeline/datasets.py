@@ -21,6 +21,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from pipeline.crash import crash_point
+from pipeline.schema import with_chars
 from pipeline.storage import TMP_MARK, sha256_bytes
 from pipeline.workspace import MANIFEST, Workspace
 
@@ -130,6 +131,10 @@ class VersionBuilder:
         A part that is not documents (e.g. dedup's signatures) goes in a `_` folder, which
         readers of the version folder as a Parquet dataset skip, and has no rejected file."""
         storage = self.ws.storage
+        docs, rejected = (
+            with_chars(table) if table is not None and "text" in table.column_names else table
+            for table in (docs, rejected)
+        )
         rel = f"{folder}part-{key}.parquet"
         rejected_rel = "" if rejected is None else f"rejected/part-{key}.parquet"
         data = storage.write_parquet(f"{self.dir}/{rel}", docs, crash_name="part.write")

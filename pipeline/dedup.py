@@ -57,7 +57,7 @@ from pipeline.schema import rejected_schema_of
 from pipeline.stage import Build, Reduced
 
 NAME = "dedup"
-CODE_VERSION = f"1+datasketch{version('datasketch')}"
+CODE_VERSION = f"2+datasketch{version('datasketch')}"
 
 ReadTable = Callable[[str, list[str]], pa.Table]  # (path, columns) -> table
 

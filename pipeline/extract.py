@@ -52,7 +52,7 @@ from pipeline.workspace import Workspace
 
 NAME = "extract"
 # What the output depends on besides the config: this module, and the libraries that parse.
-CODE_VERSION = f"4+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
+CODE_VERSION = f"5+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}

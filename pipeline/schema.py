@@ -8,11 +8,15 @@ any text can be traced to the exact bytes it came from; later stages add their o
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DOCUMENT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
+        # the text's length in characters (code points), set by `with_chars` whenever a stage
+        # writes documents, so that lengths are summed and ranked without reading any text
+        pa.field("chars", pa.int64()),
         # provenance
         pa.field("source", pa.string()),  # the config's source name
         pa.field("source_kind", pa.string()),  # web | article | book
@@ -42,7 +46,6 @@ DOCUMENT_SCHEMA = pa.schema(
 )
 
 
-
 def rejected_schema_of(schema: pa.Schema) -> pa.Schema:
     """What a stage dropped: the document's columns (text may be empty) plus which stage dropped
     it, the reason (a short stable name, e.g. "near_duplicate") and a detail for people."""
@@ -57,6 +60,19 @@ def rejected_schema_of(schema: pa.Schema) -> pa.Schema:
 
 
 REJECTED_SCHEMA = rejected_schema_of(DOCUMENT_SCHEMA)
+
+
+def with_chars(table: pa.Table) -> pa.Table:
+    """The table with its `chars` column (added if missing) set to the length of its text, as
+    Python's len and DuckDB's length count it. `VersionBuilder.write_part` calls it on every
+    part with a text column, so a stage that edits text (clean, dedup, a takedown) never
+    leaves a stale count."""
+    field = DOCUMENT_SCHEMA.field("chars")
+    chars = pc.utf8_length(table["text"]).cast(pa.int64())
+    index = table.schema.get_field_index("chars")
+    if index < 0:
+        return table.append_column(field, chars)
+    return table.set_column(index, field, chars)
 
 
 def documents_table(rows: list[dict], schema: pa.Schema = DOCUMENT_SCHEMA) -> pa.Table:

@@ -6,19 +6,38 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
+import random
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from warcio.archiveiterator import ArchiveIterator
 
+from pipeline import filter as filter_stage
 from pipeline.cli import main
 from pipeline.config import FilterConfig, load_config
-from pipeline.datasets import Dataset
-from pipeline.inspect import THRESHOLDS, Catalog, document, funnel, sample, sql, summary, whatif
+from pipeline.datasets import Dataset, VersionBuilder
+from pipeline.filters import Filter
+from pipeline.inspect import (
+    THRESHOLDS,
+    Catalog,
+    _Judge,
+    _numbers,
+    _overridden,
+    document,
+    funnel,
+    sample,
+    sql,
+    summary,
+    whatif,
+)
 from pipeline.lineage import lineage
 from pipeline.runner import make_map
+from pipeline.schema import DOCUMENT_SCHEMA, documents_table, rejected_schema_of
 from pipeline.stage import run
 from pipeline.stages import STAGES
 from pipeline.workspace import Workspace
@@ -142,6 +161,10 @@ def test_summary_counts_documents_characters_and_tokens(built):
     assert sum(h["documents"] for h in s["length"]["histogram"]) == len(kept)
     # No shards were made from extract: its tokens are unknown, not zero.
     assert summary(cat, "extract")["tokens"] is None
+    # The stored counts that summary sums follow the text through every stage that edits it.
+    for stage in ("extract", "clean", "dedup", "filter"):
+        for rejected in (False, True):
+            assert all(d["chars"] == len(d["text"]) for d in _docs(ws, stage, rejected))
 
 
 @needs_shared_data
@@ -361,3 +384,114 @@ def test_cli_views_print_tables_and_json(built):
     assert json.loads(cli("inspect", "sql", "SELECT 1 AS one", "--json").stdout)["rows"] == [[1]]
     failed = runner.invoke(main, ["inspect", "doc", "nope", "-c", str(built)])
     assert failed.exit_code == 1 and "no document 'nope'" in failed.stderr
+
+
+def _scored_workspace(folder: Path, docs: int) -> Path:
+    """A workspace whose filter version holds `docs` documents with random scores for every
+    default filter, all near a threshold (on it, just below or above, or far off; a few NaN),
+    verdicts decided by the filters' own `keep` as the stage does. So that documents get past
+    filters of many rules, 70% of a step's scores come from a pool of ones that pass it."""
+    rng = random.Random(7)
+    config = write_config(folder, [])
+    cfg = load_config(config)
+    steps = [filter_stage.make_step(name, getattr(cfg.filter, name)) for name in cfg.filter.steps]
+    passing = {step.name: _passing_scores(rng, step, cfg.filter) for step, _, _ in steps}
+    rows, rejected, dropped = [], [], Counter()
+    for i in range(docs):
+        kind = rng.choice(["web", "web", "article", "book"])
+        row = {"id": f"{i:06d}", "text": "", "url": f"https://x.example/{i}", "source_kind": kind}
+        reason = None
+        for step, skip_kinds, ignore_rules in steps:
+            if reason or kind in skip_kinds:
+                continue
+            if rng.random() < 0.7:
+                scores = rng.choice(passing[step.name])
+            else:
+                scores = _random_scores(rng, step, cfg.filter)
+            row.update({f"{step.name}_{name}": v for name, v in scores.items()})
+            keep, rule = step.keep(scores, ignore_rules.get(kind, frozenset()))
+            if not keep:
+                reason = f"{step.name}:{rule}"
+        if reason:
+            rejected.append({**row, "stage": "filter", "reason": reason, "detail": ""})
+            dropped[reason] += 1
+        else:
+            rows.append(row)
+    ws = Workspace(cfg.workspace_root)
+    schema = pa.schema([*DOCUMENT_SCHEMA, *filter_stage.score_fields(cfg.filter)])
+    out = VersionBuilder(ws, "filter", "scored")
+    part = out.write_part(
+        "0",
+        documents_table(rows, schema),
+        documents_table(rejected, rejected_schema_of(schema)),
+        dropped=dict(dropped),
+    )
+    section = cfg.filter.model_dump(mode="json")
+    out.commit("scored", "test", section, cfg.filter.digest(), {}, [part], 0.0)
+    return config
+
+
+def _random_scores(rng: random.Random, step: Filter, cfg: FilterConfig) -> dict[str, Any]:
+    """Text scores, and numbers near one of the numbers of the step's settings (or NaN)."""
+    numbers = sorted({0.0} | _numbers(getattr(cfg, step.name).model_dump()))
+    texts = [None, "bad.example"] if step.name == "url_blocklist" else ["en", "fr"]
+    scores: dict[str, Any] = {}
+    for name in type(step).score_names(getattr(cfg, step.name)):
+        if name in step.text_scores:
+            scores[name] = rng.choice(texts)
+        elif rng.random() < 0.02:
+            scores[name] = math.nan
+        else:
+            scores[name] = rng.choice(numbers) * rng.choice([0, 0.5, 0.99, 1, 1, 1.01, 2])
+    return scores
+
+
+def _passing_scores(rng: random.Random, step: Filter, cfg: FilterConfig) -> list[dict]:
+    """50 random score sets that the step keeps: the score of each failed rule (a rule is named
+    by its score) drawn again until none fails."""
+    passing: list[dict] = []
+    while len(passing) < 50:
+        scores = _random_scores(rng, step, cfg)
+        while not (verdict := step.keep(scores))[0]:
+            scores[verdict[1]] = _random_scores(rng, step, cfg)[verdict[1]]
+        passing.append(scores)
+    return passing
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["filter.language.min_score=0.3"],
+        ["filter.language.languages=[en, fr]"],
+        ["filter.gopher_quality.max_doc_words=50000", "filter.gopher_quality.min_stop_words=1"],
+        ["filter.gopher_repetition.dup_line_frac=0.1", "filter.c4_quality.curly_bracket=false"],
+        ["filter.fineweb_quality.line_punct_thr=0.3", "filter.fineweb_quality.skip_kinds=[book]"],
+        ["filter.c4_quality.ignore_rules={web: [sentences]}"],
+    ],
+)
+def test_whatif_judges_as_keep_on_every_document(tmp_path, overrides):
+    """The what-if decides per group of documents whose scores lie between the same threshold
+    numbers: the same outcome as `keep` on each document, boundary values and NaN included."""
+    config = _scored_workspace(tmp_path, 3000)
+    cat, _ = _setup(config)
+    answer = whatif(cat, overrides, limit=10_000)
+    old = FilterConfig.model_validate(cat.dataset("filter").manifest.config)
+    judge = _Judge(old, _overridden(old, overrides), cat.cfg)
+    expected: dict[str, set[str]] = {"dropped": set(), "kept": set(), "unknown": set()}
+    after = Counter(cat.dataset("filter").manifest.dropped)
+    for row in cat.rows("SELECT * FROM filter UNION ALL BY NAME SELECT * FROM filter_rejected"):
+        was = row.get("reason")
+        if was and was.split(":")[0] not in judge.reached:
+            continue
+        outcome, what = judge.verdict(row["source_kind"], was, row)
+        if was:
+            after[was] -= 1
+        if outcome == "dropped":
+            after[what] += 1
+        if outcome == "unknown" or outcome == ("kept" if was else "dropped"):
+            expected[outcome].add(row["id"])
+    assert {d["id"] for d in answer["newly_dropped"]} == expected["dropped"]
+    assert {d["id"] for d in answer["newly_kept"]} == expected["kept"]
+    assert {d["id"] for d in answer["unknown_docs"]} == expected["unknown"]
+    assert answer["dropped_after"] == {r: n for r, n in sorted(after.items()) if n}
+    assert sum(len(ids) for ids in expected.values()) > 0  # the change changes something
