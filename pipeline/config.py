@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -227,6 +228,9 @@ class DedupConfig(Section):
     ngram: int = Field(default=5, ge=1)  # words per shingle
     bands: int = Field(default=14, ge=1)
     rows: int = Field(default=8, ge=1)
+    # set: bands x rows are chosen by datasketch for this Jaccard threshold (its optimum, with
+    # false positives and negatives weighted equally, within num_perm values), not the above
+    lsh_threshold: float | None = Field(default=None, gt=0, lt=1)
     min_similarity: float | None = Field(default=0.70, ge=0, le=1)
     num_perm: int = Field(default=256, ge=1)  # MinHash values; at least bands x rows
     seed: int = Field(default=1, ge=0)
@@ -241,16 +245,32 @@ class DedupConfig(Section):
 
     @model_validator(mode="after")
     def _enough_values_for_the_bands(self) -> DedupConfig:
-        if self.num_perm < self.bands * self.rows:
-            raise ValueError(
-                f"num_perm {self.num_perm} < bands x rows ({self.bands * self.rows})"
-            )
+        bands, rows = self.lsh
+        if self.num_perm < bands * rows:
+            raise ValueError(f"num_perm {self.num_perm} < bands x rows ({bands * rows})")
         return self
+
+    @property
+    def lsh(self) -> tuple[int, int]:
+        """(bands, rows) of the LSH index."""
+        if self.lsh_threshold is None:
+            return self.bands, self.rows
+        return _optimal_lsh(self.lsh_threshold, self.num_perm)
 
     @property
     def threshold(self) -> float:
         """The Jaccard similarity at which the LSH S-curve is steepest, (1/bands)^(1/rows)."""
-        return (1 / self.bands) ** (1 / self.rows)
+        bands, rows = self.lsh
+        return (1 / bands) ** (1 / rows)
+
+
+@lru_cache
+def _optimal_lsh(threshold: float, num_perm: int) -> tuple[int, int]:
+    """datasketch's choice of (bands, rows) for a threshold, as MinHashLSH makes it."""
+    from datasketch.lsh import _optimal_param  # imports scipy: only when asked
+
+    bands, rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
+    return int(bands), int(rows)
 
 
 class FilterConfig(Section):

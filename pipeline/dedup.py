@@ -209,7 +209,7 @@ def signature_table(docs: pa.Table, cfg: DedupConfig) -> pa.Table:
     if cfg.near:
         hashes, per_doc = shingle_hashes(words, cfg.ngram)
         signatures = minhash_signatures(hashes, per_doc, *permutations(cfg))
-        bands = band_hashes(signatures, cfg.bands, cfg.rows)
+        bands = band_hashes(signatures, *cfg.lsh)
     else:
         signatures = np.zeros((n, 0), dtype=np.uint32)
         bands = np.zeros((n, 0), dtype=np.uint64)
@@ -427,7 +427,7 @@ def find_duplicates(
             chunks = [(corpus.exact_hashes[docs], docs)]
             exact_pairs = _pairs(grouped_by_key(chunks, len(docs), cfg, f"{tmp}/exact"))
         if cfg.near:
-            rows = int(with_words.sum()) * cfg.bands
+            rows = int(with_words.sum()) * cfg.lsh[0]
             chunks = _band_rows(corpus, cfg, read, with_words)
             near_pairs = _pairs(grouped_by_key(chunks, rows, cfg, f"{tmp}/bands"))
     involved = np.unique(np.concatenate([exact_pairs.ravel(), near_pairs.ravel()]))
@@ -479,10 +479,10 @@ def _band_rows(
     corpus: _Corpus, cfg: DedupConfig, read: ReadTable, with_words: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for i, path in enumerate(corpus.files):
-        bands = _matrix(read(path, ["bands"])["bands"], cfg.bands, np.uint64)
+        bands = _matrix(read(path, ["bands"])["bands"], cfg.lsh[0], np.uint64)
         docs = np.arange(corpus.offsets[i], corpus.offsets[i + 1])
         keep = with_words[docs]
-        yield bands[keep].ravel(), np.repeat(docs[keep], cfg.bands)
+        yield bands[keep].ravel(), np.repeat(docs[keep], cfg.lsh[0])
 
 
 # ----- reduce: paragraphs that recur across the documents that stay -----
@@ -642,7 +642,8 @@ SIGNATURES_FOLDER = "_signatures/"  # "_": readers of the version folder as a da
 CLUSTERS_FILE = "clusters.parquet"
 # What the signatures depend on: a change elsewhere (e.g. paragraph_min_docs) reuses them.
 SIGNATURE_SETTINGS = (
-    *("exact_include_url", "near", "ngram", "bands", "rows", "num_perm", "seed", "paragraphs"),
+    *("exact_include_url", "near", "ngram", "bands", "rows", "lsh_threshold", "num_perm"),
+    *("seed", "paragraphs"),
 )
 
 

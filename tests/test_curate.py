@@ -242,3 +242,8 @@ def test_a_new_generation_costs_only_its_own_documents_and_never_readmits_a_dupl
     assert second["dedup"]["dropped"] == {"near_duplicate": 1}
     kept = Dataset.current(ws, "dedup").read(["url", "generation"]).to_pylist()
     assert {d["url"] for d in kept} == set(old)
+
+
+def test_a_jaccard_threshold_instead_of_bands_and_rows(tmp_path):
+    results, _ = _run_all(_config(tmp_path, dedup={"lsh_threshold": 0.8}))
+    assert results["dedup"]["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}

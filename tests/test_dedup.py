@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
 
 from pipeline import dedup
 from pipeline.config import DedupConfig, ExtractConfig
@@ -344,6 +344,11 @@ def test_clusters_are_the_same_with_many_small_partitions(tmp_path):
 
 def test_config_threshold_and_errors():
     assert round(DedupConfig().threshold, 3) == 0.719
+    # a threshold instead of bands and rows: datasketch's MinHashLSH choice for it
+    chosen = DedupConfig(lsh_threshold=0.8)
+    index = MinHashLSH(threshold=0.8, num_perm=chosen.num_perm)
+    assert chosen.lsh == (index.b, index.r)
+    assert abs(chosen.threshold - 0.8) < 0.05
     with pytest.raises(ValueError, match="num_perm 100 < bands x rows"):
         DedupConfig(bands=20, rows=6, num_perm=100)
     with pytest.raises(ValueError, match="source_priority"):
