@@ -107,6 +107,20 @@ def write_text_warc(docs: list[tuple[str, str]], path: Path) -> None:
             writer.write_record(record)
 
 
+def add_keep_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--keep DIR`: build `what` in DIR and keep it (run_benchmark uses a temporary folder
+    otherwise)."""
+    parser.add_argument(
+        "--keep", type=Path, default=None, metavar="DIR", help=f"build {what} in DIR and keep them"
+    )
+
+
+def reject_used_keep(parser: argparse.ArgumentParser, keep: Path | None, why: str) -> None:
+    """A benchmark that must start from nothing refuses a --keep folder with files in it."""
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        parser.error(f"--keep {keep}: the folder is not empty ({why})")
+
+
 def run_benchmark(
     name: str,
     args: argparse.Namespace,

@@ -68,7 +68,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench._common import REPO, logger, run_benchmark, shared_data, versions
+from bench._common import (
+    REPO,
+    add_keep_option,
+    logger,
+    reject_used_keep,
+    run_benchmark,
+    shared_data,
+    versions,
+)
 
 log = logger("bench/crawl")
 
@@ -373,18 +381,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "e.g. --set crawl.latency_factor=0",
     )
     parser.add_argument("--skip-extract", action="store_true", help="no extract stage run")
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="build the workspace and request log in DIR (new or empty) and keep them",
-    )
+    add_keep_option(parser, "the workspace and request log (a new or empty folder)")
     args = parser.parse_args(argv)
     if args.delay <= 0:
         parser.error("--delay must be positive")
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty (a reused frontier skips work)")
+    reject_used_keep(parser, args.keep, "a reused frontier skips work")
     return args
 
 

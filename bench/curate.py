@@ -78,7 +78,14 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from bench._common import logger, run_benchmark, shared_data, versions
+from bench._common import (
+    add_keep_option,
+    logger,
+    reject_used_keep,
+    run_benchmark,
+    shared_data,
+    versions,
+)
 
 log = logger("bench/curate")
 
@@ -674,13 +681,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="datatrove's virtual environment and HF_HOME, and the extracted pages, reused "
         "across runs (default ~/.cache/textmill-bench)",
     )
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="build the corpus and both tools' outputs in DIR (new or empty) and keep them",
-    )
+    add_keep_option(parser, "the corpus and both tools' outputs (a new or empty folder)")
     args = parser.parse_args(argv)
     if args.docs < 10:
         parser.error("--docs must be at least 10")
@@ -688,8 +689,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--scale must be at least 2")
     if args.skip_ours and args.skip_datatrove:
         parser.error("--skip-ours and --skip-datatrove leave nothing to run")
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty (reused outputs skip work)")
+    reject_used_keep(parser, args.keep, "reused outputs skip work")
     return args
 
 

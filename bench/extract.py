@@ -50,7 +50,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench._common import REPO, logger, run_benchmark, shared_data, versions
+from bench._common import (
+    REPO,
+    add_keep_option,
+    logger,
+    reject_used_keep,
+    run_benchmark,
+    shared_data,
+    versions,
+)
 
 log = logger("bench/extract")
 
@@ -338,13 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=2, help="worker processes of the stage (default 2)"
     )
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="build the WARC and workspace in DIR (new or empty) and keep them",
-    )
+    add_keep_option(parser, "the WARC and workspace (a new or empty folder)")
     parser.add_argument(
         "--skip-direct",
         action="store_true",
@@ -360,11 +362,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--limit must be at least 1")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(
-            f"--keep {args.keep}: the folder is not empty (a reused workspace "
-            "would skip the stage's work)"
-        )
+    reject_used_keep(parser, args.keep, "a reused workspace would skip the stage's work")
     return args
 
 

@@ -65,7 +65,9 @@ from typing import Any
 
 from bench._common import (
     REPO,
+    add_keep_option,
     logger,
+    reject_used_keep,
     run_benchmark,
     shared_data,
     speech_documents,
@@ -390,20 +392,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="TOP",
         help="also profile one more forced shards run with cProfile; top TOP entries to stderr",
     )
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="build the WARC and workspace in DIR (new or empty) and keep them",
-    )
+    add_keep_option(parser, "the WARC and workspace (a new or empty folder)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.profile < 0:
         parser.error("--profile must be at least 0")
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty")
+    reject_used_keep(parser, args.keep, "a reused workspace would skip the stages' work")
     return args
 
 

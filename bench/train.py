@@ -64,7 +64,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import logger, run_benchmark, shared_data, speech_documents, write_text_warc
+from bench._common import (
+    add_keep_option,
+    logger,
+    run_benchmark,
+    shared_data,
+    speech_documents,
+    write_text_warc,
+)
 
 log = logger("bench/train")
 
@@ -372,14 +379,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             default=d[name],
             help=f"{text} (default {d[name]})",
         )
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="build the WARC, workspace and run in DIR and keep them (a later run with the "
-        "same DIR reuses the stages already built)",
-    )
+    add_keep_option(parser, "the WARC, workspace and run (a later run reuses the stages built)")
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be positive")
