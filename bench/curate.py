@@ -220,15 +220,10 @@ def warc_html(path: Path) -> Iterator[tuple[str, bytes]]:
 
 def books(data: Path) -> Iterator[Original]:
     """The Gutenberg books (without their license header and footer) and Tiny Shakespeare."""
-    from pipeline.gutenberg import strip_boilerplate
+    from pipeline.gutenberg import read_book_file, strip_boilerplate
 
     for book in sorted((data / "gutenberg" / "books").glob("*.txt")):
-        raw = book.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        body, _ = strip_boilerplate(text)
+        body, _ = strip_boilerplate(read_book_file(book))
         url = f"https://www.gutenberg.org/ebooks/{book.stem}"
         yield Original(f"gutenberg:{book.stem}", body, url, "book")
     plays = (data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")

@@ -99,12 +99,9 @@ class Doc:
 
 def read_text(path: Path) -> str:
     """UTF-8 (a BOM is dropped), else ISO-8859-1; CRLF and lone CR become LF."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    from pipeline.gutenberg import read_book_file
+
+    return read_book_file(path).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def load_docs(data: Path) -> list[Doc]:

@@ -11,6 +11,7 @@ marker at all is kept whole and flagged: guessing would cut the book.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 _START = re.compile(
     r"^[ \t]*\*{3}[ \t]*START OF (?:THE|THIS) PROJECT GUTENBERG.*$"
@@ -26,6 +27,16 @@ _CREDIT = re.compile(
     r"^(?:Produced by|E-?text prepared by|Transcribed (?:by|from))\b", re.IGNORECASE
 )
 _MENTION = re.compile(r"Project\s+Gutenberg", re.IGNORECASE)
+
+
+def read_book_file(path: Path) -> str:
+    """A plain-text book file as Gutenberg's collection has them: UTF-8 (a BOM is dropped),
+    else ISO-8859-1."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 def strip_boilerplate(text: str) -> tuple[str, str]:

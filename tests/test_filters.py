@@ -53,13 +53,8 @@ def run_filters(text: str, kind: str = "web", url: str | None = None, **cfg) -> 
 
 
 def read_book(path: Path) -> str:
-    """A book's text without Project Gutenberg's header and footer (UTF-8, else ISO-8859-1)."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    return gutenberg.strip_boilerplate(text)[0]
+    """A book's text without Project Gutenberg's header and footer."""
+    return gutenberg.strip_boilerplate(gutenberg.read_book_file(path))[0]
 
 
 def ccnet_records() -> list[dict]:
