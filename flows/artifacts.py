@@ -25,7 +25,8 @@ from prefect.artifacts import (
 
 from pipeline.config import RunConfig
 from pipeline.datasets import Dataset, Manifest, short_digest
-from pipeline.report import connect, dropped_samples, kept_samples, parquet_source
+from pipeline.inspect import connect
+from pipeline.report import dataset_source, dropped_samples, kept_samples
 from pipeline.stage import MapStage
 from pipeline.workspace import Workspace
 
@@ -144,8 +145,8 @@ def _summary(ws: Workspace, stage: MapStage, manifest: Manifest) -> str:
     text += f"dropped: {dropped}; {built}.\n"
     dataset = Dataset(ws, manifest.stage, manifest.version)
     with connect(ws) as con:
-        kept_source = parquet_source(ws, dataset)
-        dropped_source = parquet_source(ws, dataset, rejected=True)
+        kept_source = dataset_source(ws, dataset)
+        dropped_source = dataset_source(ws, dataset, rejected=True)
         kept = kept_samples(con, kept_source, SAMPLES) if kept_source else []
         rejected = dropped_samples(con, dropped_source, SAMPLES) if dropped_source else []
     text += "\n## Kept\n\n" + "".join(_sample(doc) for doc in kept)

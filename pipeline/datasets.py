@@ -228,9 +228,9 @@ class Dataset:
         return cls(ws, stage, version)
 
     def part_paths(self, rejected: bool = False) -> list[str]:
-        return [
-            f"{self.dir}/{p.rejected_file if rejected else p.file}" for p in self.manifest.parts
-        ]
+        """The parts' files, or their rejected files (parts that are not documents have none)."""
+        files = [p.rejected_file if rejected else p.file for p in self.manifest.parts]
+        return [f"{self.dir}/{rel}" for rel in files if rel]
 
     def read(self, columns: list[str] | None = None, rejected: bool = False) -> pa.Table:
         tables = [self.ws.storage.read_parquet(p, columns) for p in self.part_paths(rejected)]

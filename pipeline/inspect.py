@@ -104,9 +104,7 @@ class Catalog:
     def __init__(self, cfg: RunConfig, ws: Workspace):
         self.cfg = cfg
         self.ws = ws
-        self.con = duckdb.connect()
-        if not ws.storage.is_local:  # e.g. s3://: DuckDB reads through the workspace's fsspec
-            self.con.register_filesystem(ws.storage.fs)
+        self.con = connect(ws)
         self.stages = [s.name for s in pipeline_order(cfg) if s.name in DOCUMENT_STAGES]
         self.datasets: dict[str, Dataset] = {}
         self.views: list[str] = []
@@ -125,11 +123,11 @@ class Catalog:
             self._view("shards", self.shards.part_paths())
 
     def _view(self, name: str, paths: list[str]) -> None:
-        if not paths:
+        source = parquet_source(self.ws, paths)
+        if source is None:
             return  # a version without parts has nothing to query
-        files = ", ".join(_literal(self.ws.storage.url(p)) for p in paths)
-        self.sources[name] = f"read_parquet([{files}], union_by_name = true)"
-        self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM {self.sources[name]}")
+        self.sources[name] = source
+        self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}")
         self.views.append(name)
 
     def fetch(
@@ -183,6 +181,23 @@ class Catalog:
 
     def close(self) -> None:
         self.con.close()
+
+
+def connect(ws: Workspace) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that reads the workspace, local or on any fsspec filesystem (e.g.
+    s3://, through the workspace's own). A connection closes at the end of a `with` block."""
+    con = duckdb.connect()
+    if not ws.storage.is_local:
+        con.register_filesystem(ws.storage.fs)
+    return con
+
+
+def parquet_source(ws: Workspace, paths: list[str]) -> str | None:
+    """`read_parquet([...])` of workspace-relative Parquet files; None when there are none."""
+    if not paths:
+        return None
+    files = ", ".join(_literal(ws.storage.url(path)) for path in paths)
+    return f"read_parquet([{files}], union_by_name = true)"
 
 
 def _literal(text: str) -> str:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +27,7 @@ import duckdb
 
 from pipeline.config import FilterConfig, RunConfig
 from pipeline.datasets import Dataset, DatasetError
+from pipeline.inspect import connect, parquet_source
 from pipeline.stages import pipeline_order
 from pipeline.workspace import TOP_LEVEL_STAGES, Workspace
 
@@ -43,34 +42,9 @@ REPORTS_FOLDER = "reports"
 # ----- DuckDB over the Parquet parts -----
 
 
-@contextmanager
-def connect(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB that can read the workspace (local, or any fsspec filesystem)."""
-    con = duckdb.connect()
-    try:
-        if not ws.storage.is_local:
-            con.register_filesystem(ws.storage.fs)
-        yield con
-    finally:
-        con.close()
-
-
-def parquet_source(ws: Workspace, dataset: Dataset, rejected: bool = False) -> str | None:
+def dataset_source(ws: Workspace, dataset: Dataset, rejected: bool = False) -> str | None:
     """A `read_parquet(...)` of a dataset's parts (or its rejected parts); None if it has none."""
-    return files_source(
-        ws, [p for p in dataset.part_paths(rejected) if not p.endswith("/")]
-    )  # a part without a rejected file ends in "/"
-
-
-def files_source(ws: Workspace, paths: list[str]) -> str | None:
-    if not paths:
-        return None
-    quoted = ", ".join(_sql_string(ws.storage.url(path)) for path in paths)
-    return f"read_parquet([{quoted}], union_by_name = true)"
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    return parquet_source(ws, dataset.part_paths(rejected))
 
 
 def columns_of(con: duckdb.DuckDBPyConnection, source: str) -> set[str]:
@@ -203,11 +177,9 @@ def build_report(cfg: RunConfig, ws: Workspace) -> str:
         raise DatasetError(f"nothing to report in {ws.root}: run `textmill run extract` first")
     curated = cfg.tokenizer.dataset if cfg.tokenizer.dataset in datasets else list(datasets)[-1]
     with connect(ws) as con:
-        kept = parquet_source(ws, datasets[curated])
-        rejected_paths = [
-            p for d in datasets.values() for p in d.part_paths(rejected=True) if not p.endswith("/")
-        ]
-        dropped = files_source(ws, rejected_paths)
+        kept = dataset_source(ws, datasets[curated])
+        rejected_paths = [p for d in datasets.values() for p in d.part_paths(rejected=True)]
+        dropped = parquet_source(ws, rejected_paths)
         sources = {True: kept, False: dropped}
         sections = [
             _funnel(datasets),
@@ -279,7 +251,7 @@ def _scores(con: duckdb.DuckDBPyConnection, ws: Workspace, filtered: Dataset | N
         return Section("Filter scores", "<p>No filter dataset yet.</p>")
     from pipeline.filter import score_fields
 
-    sources = {True: parquet_source(ws, filtered), False: parquet_source(ws, filtered, True)}
+    sources = {True: dataset_source(ws, filtered), False: dataset_source(ws, filtered, True)}
     present = set().union(*(columns_of(con, s) for s in sources.values() if s))
     fields = score_fields(FilterConfig.model_validate(filtered.manifest.config))
     numeric = [f.name for f in fields if f.type.equals("double") and f.name in present]
@@ -322,7 +294,7 @@ def _clusters(con: duckdb.DuckDBPyConnection, ws: Workspace, dedup: Dataset | No
     path = f"{dedup.dir}/{CLUSTERS_FILE}" if dedup else None
     if path is None or not ws.storage.exists(path):
         return Section("Dedup clusters", "<p>No dedup dataset yet.</p>")
-    source = files_source(ws, [path])
+    source = parquet_source(ws, [path])
     sizes = con.execute(
         f"SELECT n, count(*) FROM (SELECT count(*) AS n FROM {source} GROUP BY cluster) "
         "GROUP BY n ORDER BY n"
