@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from functools import lru_cache
 
 CRASH_ENV = "TEXTMILL_CRASH"
 CRASH_EXIT_CODE = 86
@@ -29,7 +30,12 @@ _hits: Counter[str] = Counter()
 
 
 def _targets() -> dict[str, int]:
-    spec = os.environ.get(CRASH_ENV, "")
+    return _parse(os.environ.get(CRASH_ENV, ""))
+
+
+@lru_cache
+def _parse(spec: str) -> dict[str, int]:
+    """Parsed once per value: crash points sit on hot paths (every crawled URL, every record)."""
     targets = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, count = item.partition(":")
