@@ -91,6 +91,18 @@ def publish_crawl(ws: Workspace, summaries: dict[str, dict[str, Any]]) -> None:
     create_table_artifact(rows, key=artifact_key(ws, "crawl"), description=f"crawl of {ws.root}")
 
 
+@never_fails
+def publish_crawl_and_train(ws: Workspace, result: dict[str, Any]) -> None:
+    """What a crawl-and-train run did: each stage ran or skipped (and why), and the outputs."""
+    lines = [f"# crawl-and-train of `{ws.root}`", "", "| stage | done | output |", "|---|---|---|"]
+    for name in ["crawl", *result["outputs"]]:  # in pipeline order
+        done = "ran" if name in result["ran"] else f"skipped: {result['skipped'].get(name)}"
+        lines.append(f"| {name} | {done} | {result['outputs'].get(name, '-')} |")
+    create_markdown_artifact(
+        "\n".join(lines), key=artifact_key(ws, "crawl-and-train"), description="what ran"
+    )
+
+
 class TrainProgress:
     """A progress artifact of a training run, moved on each time training logs a line (its
     step is the last line of metrics.jsonl, written before the log line)."""
