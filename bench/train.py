@@ -9,7 +9,9 @@ What it measures
   run); the last 10% is written to a text file listed as `shards.eval_sets.shakespeare_last10`.
   The real stages then run in this one process, without Prefect: extract, tokenizer (byte-level
   BPE, a small vocabulary, 2% of the documents held out as `val`), shards, and train (a GPT
-  from scratch under a wall-time budget, `train.time_budget_s`).
+  from scratch under a wall-time budget, `train.time_budget_s`; `train.optimizer: muon`, Muon
+  for the blocks' matrices and AdamW for the embedding and norms, `--optimizer adamw` for AdamW
+  alone).
 
   The learning rate follows `train.schedule: time`: after the warmup steps, the cosine decay
   runs on the clock and reaches `min_lr` when the time budget ends, whatever the machine's
@@ -92,8 +94,12 @@ DEFAULTS: dict[str, Any] = {
     "width": 128,
     "context": 128,
     "batch": 8,
-    "lr": 3e-3,
-    "min_lr": 1e-4,
+    # Muon for the blocks' matrices: 2.10 bits per byte against AdamW's best 2.25 at the same
+    # 1,300 steps, in a sweep of learning rates for each (24 runs, fixed steps, on a lent GPU)
+    "optimizer": "muon",
+    "muon_lr": 0.04,
+    "lr": 6e-3,  # AdamW's, for the embedding and the norms (all of the model with adamw)
+    "min_lr": 2e-4,
     "warmup": 50,
     "dropout": 0.0,
     "weight_decay": 0.1,
@@ -132,6 +138,8 @@ def write_config(folder: Path, warc: Path, eval_text: Path, args: argparse.Names
             "batch_size": args.batch,
             "grad_accum": 1,
             "learning_rate": args.lr,
+            "optimizer": args.optimizer,
+            "muon_lr": args.muon_lr,
             "min_lr": args.min_lr,
             "warmup_steps": args.warmup,
             "max_steps": MAX_STEPS,  # never reached: the time budget ends the run
@@ -189,19 +197,6 @@ def model_loss(model: Any, tokens: Any, context: int) -> float:
     return total / predicted
 
 
-def unigram_probs(train: Any, vocab_size: int, k: float) -> Any:
-    import numpy as np
-
-    counts = np.bincount(train, minlength=vocab_size).astype(np.float64)
-    return (counts + k) / (counts.sum() + k * vocab_size)
-
-
-def unigram_loss(probs: Any, tokens: Any) -> float:
-    import numpy as np
-
-    return float(-np.log(probs[tokens[1:]]).mean())
-
-
 def bigram_loss(pairs: Any, totals: Any, unigram: Any, k: float, tokens: Any) -> float:
     """Mean -ln P(b | a) over the stream's pairs, P(b | a) = (c(a, b) + k P(b)) / (c(a) + k)."""
     import numpy as np
@@ -217,6 +212,8 @@ def count_baselines(
 ) -> dict[str, tuple[float, float]]:
     """{"unigram"|"bigram": (loss on `test`, k)}, each k the one best on `val`."""
     import numpy as np
+
+    from model.baselines import unigram_loss, unigram_probs
 
     train = train.astype(np.int64)
     k_uni = min(SMOOTHING_KS, key=lambda k: unigram_loss(unigram_probs(train, vocab_size, k), val))
@@ -329,7 +326,9 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
             "n_head": tc.n_head,
             "n_embd": tc.n_embd,
             "batch_size": tc.batch_size,
+            "optimizer": tc.optimizer,
             "learning_rate": tc.learning_rate,
+            "muon_lr": tc.muon_lr,
             "min_lr": tc.min_lr,
             "warmup_steps": tc.warmup_steps,
             "dropout": tc.dropout,
@@ -365,11 +364,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("width", int, "embedding width (n_embd)"),
         ("context", int, "tokens per training window"),
         ("batch", int, "windows per step"),
-        ("lr", float, "peak learning rate"),
+        ("optimizer", str, "adamw, or muon for the blocks' matrices"),
+        ("muon_lr", float, "Muon's peak learning rate"),
+        ("lr", float, "AdamW's peak learning rate"),
         ("min_lr", float, "learning rate at the end of the cosine decay"),
         ("warmup", int, "warmup steps"),
         ("dropout", float, "dropout"),
-        ("weight_decay", float, "AdamW weight decay (matrices only)"),
+        ("weight_decay", float, "weight decay (matrices only)"),
     ]
     for name, kind, text in options:
         parser.add_argument(

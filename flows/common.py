@@ -36,10 +36,29 @@ def run_configured(
 
 
 def task_runner(runner: RunnerConfig) -> TaskRunner:
+    if runner.task_runner == "dask":
+        return dask_task_runner(runner)
     if runner.task_runner == "processes" and runner.workers > 1:
         return ProcessPoolTaskRunner(max_workers=runner.workers)
     workers = 1 if runner.task_runner == "serial" else runner.workers
     return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def dask_task_runner(runner: RunnerConfig) -> TaskRunner:
+    """Units on the Dask cluster at `runner.dask_scheduler`, or on a local cluster of
+    `runner.workers` processes (one thread each) that lives as long as the flow run."""
+    from prefect_dask import DaskTaskRunner  # imports dask.distributed: only when asked
+
+    if runner.dask_scheduler:
+        return DaskTaskRunner(address=runner.dask_scheduler)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": runner.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
 
 
 @task(name="start-worker", cache_policy=NO_CACHE)
@@ -73,13 +92,14 @@ def run_map_stage(
             return stage.build_summary(build, Dataset(ws, map_stage.name, build.version).manifest)
         workers_start_s, results = 0.0, []
         args = [(unit, key, build.config, build.builder) for unit, key in build.todo]
-        if args and (cfg.runner.task_runner == "serial" or cfg.runner.workers == 1):
+        if args and not cfg.runner.parallel:
             # In the flow's own (main) thread, where the per-page time limit (SIGALRM) works
             results = [unit_task(*arg) for arg in args]
         elif args:
-            if cfg.runner.task_runner == "threads":
+            if cfg.runner.task_runner in ("threads", "dask"):  # Dask workers run units on threads
                 get_run_logger().warning(
-                    "on threads, time limits inside units (extract.timeout_s) cannot interrupt"
+                    f"on {cfg.runner.task_runner}, time limits inside units (extract.timeout_s) "
+                    "cannot interrupt"
                 )
             workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
             futures = unit_task.map(*(list(column) for column in zip(*args, strict=True)))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.muon import Muon
+
 
 @dataclass
 class GPTConfig:
@@ -143,14 +145,38 @@ class GPT(nn.Module):
         learning_rate: float,
         betas: tuple[float, float],
         fused: bool = False,
-    ) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices only (not on norms or biases); `fused` on CUDA."""
+        muon_lr: float | None = None,
+    ) -> torch.optim.Optimizer | Optimizers:
+        """AdamW with weight decay on matrices only (not on norms or biases); `fused` on CUDA.
+        With `muon_lr`, Muon (model/muon.py: momentum orthogonalised by Newton-Schulz) trains
+        the blocks' matrices at that learning rate, and AdamW the embedding and the norms.
+        Each param group's `lr_scale` is its peak learning rate over `learning_rate`, for the
+        schedule to scale."""
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+        by_muon = {id(p) for p in self.blocks.parameters() if p.dim() == 2} if muon_lr else set()
+        rest = [p for p in params if id(p) not in by_muon]
+        adamw = torch.optim.AdamW(
+            [
+                {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+            ],
+            lr=learning_rate,
+            betas=betas,
+            fused=fused,
+        )
+        if not muon_lr:
+            return adamw
+        muon = Muon(
+            [
+                {
+                    "params": [p for p in params if id(p) in by_muon],
+                    "lr_scale": muon_lr / learning_rate,
+                }
+            ],
+            lr=muon_lr,
+            weight_decay=weight_decay,
+        )
+        return Optimizers(adamw, muon)
 
     @torch.no_grad()
     def generate(
@@ -171,3 +197,31 @@ class GPT(nn.Module):
             probs = F.softmax(logits, dim=-1)
             idx = torch.cat((idx, torch.multinomial(probs, 1, generator=generator)), dim=1)
         return idx
+
+
+class Optimizers:
+    """Several optimizers, each over its own parameters, stepped and saved as one."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:  # read anew: load_state_dict replaces the groups
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> list[dict]:
+        return [optimizer.state_dict() for optimizer in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        if not isinstance(states, list) or len(states) != len(self.optimizers):
+            raise ValueError(f"expected the states of {len(self.optimizers)} optimizers")
+        for optimizer, state in zip(self.optimizers, states, strict=True):
+            optimizer.load_state_dict(state)

@@ -17,7 +17,10 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from model.gpt import GPT, GPTConfig
 from pipeline.config import RunConfig, TrainConfig, load_config
 from pipeline.crash import crash_point
 from pipeline.datasets import Dataset
+from pipeline.storage import Storage
 from pipeline.workspace import Workspace
 
 
@@ -94,6 +98,58 @@ def load_checkpoint(folder: Path) -> tuple[GPT, dict[str, Any]]:
     return model, state
 
 
+def _last_checkpoint(ws: Workspace, run_dir: Path, run: str) -> tuple[str, GPT, dict] | None:
+    """Where in the workspace the run's last checkpoint is, and what it holds; None if none."""
+    folder = checkpoint_folder(run_dir)
+    if folder is None:
+        return None
+    return (ws.storage.url(f"runs/{run}/{folder.name}"), *load_checkpoint(folder))
+
+
+# ----- the run folder on shared storage -----
+
+
+@contextmanager
+def run_folder(ws: Workspace, run: str) -> Iterator[Path]:
+    """A run's folder as a local path: the folder itself on a local workspace; on shared
+    storage (s3://…) a copy in a temporary folder, fetched here and sent back by `push_run`."""
+    if ws.storage.is_local:
+        yield Path(ws.storage.path(f"runs/{run}"))
+        return
+    with tempfile.TemporaryDirectory(prefix="textmill-run-") as tmp:
+        local = Path(tmp) / run
+        if ws.storage.isdir(f"runs/{run}"):
+            ws.storage.fs.get(ws.storage.path(f"runs/{run}") + "/", str(local), recursive=True)
+        yield local
+
+
+def push_run(ws: Workspace, run_dir: Path, run: str, checkpoint: bool = True) -> None:
+    """Send a run's local copy (`run_folder`) back to a workspace on shared storage; the
+    checkpoint too unless it is unchanged since the last push."""
+    if ws.storage.is_local:
+        return
+    for path in sorted(run_dir.iterdir()):
+        if path.is_file():
+            ws.storage.write_bytes(f"runs/{run}/{path.name}", path.read_bytes())
+    if checkpoint and (run_dir / "checkpoint" / "state.pt").exists():
+        _push_checkpoint(ws.storage, run_dir / "checkpoint", f"runs/{run}/checkpoint")
+
+
+def _push_checkpoint(storage: Storage, local: Path, remote: str) -> None:
+    """Object stores cannot rename folders, so the swap of `save_checkpoint` becomes an order
+    of single-file writes that always leaves one complete checkpoint for `checkpoint_folder`
+    (state.pt, written last, marks a folder complete): the old checkpoint is copied to
+    `checkpoint.old` while `checkpoint` still holds it, then `checkpoint` is rewritten."""
+    names = [*sorted(p.name for p in local.iterdir() if p.name != "state.pt"), "state.pt"]
+    if storage.exists(f"{remote}/state.pt"):
+        storage.remove(f"{remote}.old/state.pt")
+        for name in names:
+            storage.copy(f"{remote}/{name}", f"{remote}.old/{name}")
+        storage.remove(f"{remote}/state.pt")
+    for name in names:
+        storage.write_bytes(f"{remote}/{name}", (local / name).read_bytes())
+
+
 # ----- evaluation -----
 
 
@@ -134,25 +190,27 @@ def evaluation_sets(ws: Workspace, manifest: Any, cfg: TrainConfig) -> dict:
 def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False) -> dict[str, Any]:
     """Train (or resume) the configured run on the current shards; returns the final metrics.
     `restart` starts the run over, whatever `train.init` says."""
+    with run_folder(ws, cfg.train.run) as run_dir:
+        return _train(cfg, ws, run_dir, log, restart)
+
+
+def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool) -> dict:
     tc = cfg.train.model_copy(update={"init": "scratch"}) if restart else cfg.train
     rank, world_size = _distributed()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if tc.device == "auto" else tc.device
     if device == "cuda" and world_size > 1:
         device = f"cuda:{rank}"
         torch.cuda.set_device(device)
-    run_dir = Path(ws.storage.path(f"runs/{tc.run}"))
     shards = Dataset.current(ws, "shards")
     vocab_size = shards.manifest.stats["vocab_size"]
     torch.manual_seed(tc.seed)
 
-    found = None if tc.init == "scratch" else checkpoint_folder(run_dir)
+    found = None if tc.init == "scratch" else _last_checkpoint(ws, run_dir, tc.run)
+    resuming = found is not None
     if found is None and tc.init_from:
-        found = checkpoint_folder(Path(ws.storage.path(f"runs/{tc.init_from}")))
-    resuming = found is not None and found.parent == run_dir
-    if found is not None:
-        model, state = load_checkpoint(found)
-    else:
-        model, state = GPT(model_config(tc, vocab_size)), {}
+        with run_folder(ws, tc.init_from) as other:
+            found = _last_checkpoint(ws, other, tc.init_from)
+    started_from, model, state = found or (None, GPT(model_config(tc, vocab_size)), {})
     wanted = model_config(tc, vocab_size)
     changed = [
         k
@@ -171,7 +229,11 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
         )
     model.to(device)
     optimizer = model.configure_optimizers(
-        tc.weight_decay, tc.learning_rate, (tc.beta1, tc.beta2), fused=device.startswith("cuda")
+        tc.weight_decay,
+        tc.learning_rate,
+        (tc.beta1, tc.beta2),
+        fused=device.startswith("cuda"),
+        muon_lr=tc.muon_lr if tc.optimizer == "muon" else None,
     )
     loader = WindowLoader(
         load_split(ws, "train", shards.version),
@@ -181,14 +243,26 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
         rank,
         world_size,
     )
-    step = 0
+    step = session_start = 0  # a session trains max_steps steps from session_start
     if resuming:
-        optimizer.load_state_dict(state["optimizer"])
-        loader.load_state(state["cursor"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"run {tc.run}: its checkpoint's optimizer state does not fit train.optimizer="
+                f"{tc.optimizer} ({exc}): start it over (`--force`) or train a new run"
+            ) from None
         torch.set_rng_state(state["rng"])
         step = int(state["step"])
+        if state.get("shards_version", shards.version) == shards.version:
+            loader.load_state(state["cursor"])  # the same session, after a stop
+            session_start = int(state.get("session_start", 0))
+        else:  # new data (a scheduled crawl-and-train): max_steps more, from the new shards' start
+            session_start = step
+            log(f"train: run {tc.run} continues from step {step} on new shards {shards.version}")
     elif rank == 0 and tc.init == "scratch":
         shutil.rmtree(run_dir, ignore_errors=True)
+        ws.storage.remove(f"runs/{tc.run}", recursive=True)  # on shared storage, that copy too
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_metrics_until(run_dir / "metrics.jsonl", step)
@@ -200,7 +274,7 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
                     "params": model.num_params(),
                     "shards_version": shards.version,
                     "tokenizer_version": shards.manifest.stats["tokenizer_version"],
-                    "started_from": str(found) if found else None,
+                    "started_from": started_from,
                 },
                 indent=2,
             )
@@ -215,11 +289,13 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
 
     started, last = time.perf_counter(), {"step": step}
     first_step = step
-    while step < tc.max_steps:
+    last_step = session_start + tc.max_steps
+    while step < last_step:
         crash_point("train.step")
-        lr = lr_at(step, tc, _agreed(time.perf_counter() - started, world_size, device))
+        so_far = _agreed(time.perf_counter() - started, world_size, device)
+        lr = lr_at(step - session_start, tc, so_far)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         step_started = time.perf_counter()
         loss_sum = 0.0
         for micro in range(tc.grad_accum):
@@ -245,7 +321,7 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
         out_of_time = tc.time_budget_s is not None and (
             _agreed(elapsed, world_size, device) >= tc.time_budget_s
         )
-        done = step >= tc.max_steps or out_of_time
+        done = step >= last_step or out_of_time
         last = {
             "step": step,
             "loss": round(loss_value, 5),
@@ -271,13 +347,17 @@ def train(cfg: RunConfig, ws: Workspace, log: Any = print, restart: bool = False
                         "step": step,
                         "cursor": loader.state(),
                         "rng": torch.get_rng_state(),
+                        "shards_version": shards.version,
+                        "session_start": session_start,
                     },
                 )
+                push_run(ws, run_dir, tc.run)
         if out_of_time:
             break
 
     if rank == 0:
         _finish(run_dir, model, tc, ws, device)
+        push_run(ws, run_dir, tc.run, checkpoint=False)  # the loop pushed the last one
         last["train_s"] = round(time.perf_counter() - started, 2)
         last["steps_run"] = step - first_step
         last["params"] = model.num_params()
@@ -356,14 +436,18 @@ def sample(
 
 
 def run_status(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
-    """The configured run: missing, unfinished (step < max_steps), stale (trained on other
-    shards, or with other settings) or up to date; with its step and last evaluation."""
-    run_dir = Path(ws.storage.path(f"runs/{cfg.train.run}"))
-    if not (run_dir / "run.json").exists():
-        return {"run": cfg.train.run, "state": "missing", "reasons": ["never trained"]}
-    recorded = json.loads((run_dir / "run.json").read_text())
-    folder = checkpoint_folder(run_dir)
-    step = int(torch.load(folder / "state.pt", weights_only=True)["step"]) if folder else 0
+    """The configured run: missing, unfinished (its session has not trained max_steps steps
+    yet), stale (trained on other shards, or with other settings) or up to date; with its step
+    and last evaluation."""
+    with run_folder(ws, cfg.train.run) as run_dir:
+        if not (run_dir / "run.json").exists():
+            return {"run": cfg.train.run, "state": "missing", "reasons": ["never trained"]}
+        recorded = json.loads((run_dir / "run.json").read_text())
+        folder = checkpoint_folder(run_dir)
+        saved = torch.load(folder / "state.pt", weights_only=True) if folder else {}
+        step, session_start = int(saved.get("step", 0)), int(saved.get("session_start", 0))
+        metrics = run_dir / "metrics.jsonl"
+        logged = metrics.read_text().splitlines() if metrics.exists() else []
     reasons = []
     current_shards = ws.current_version("shards")
     if recorded["shards_version"] != current_shards:
@@ -375,14 +459,12 @@ def run_status(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
                 f"train.{key} changed: {recorded['train'].get(key)!r} -> {settings[key]!r}"
             )
     state = "stale" if reasons else "up to date"
-    if not reasons and step < cfg.train.max_steps:
-        state, reasons = "unfinished", [f"at step {step} of {cfg.train.max_steps}"]
-    metrics = run_dir / "metrics.jsonl"
+    if not reasons and step < session_start + cfg.train.max_steps:
+        state, reasons = "unfinished", [f"at step {step} of {session_start + cfg.train.max_steps}"]
     last_eval = {}
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line)
-            last_eval = {k: v for k, v in row.items() if k.endswith("bits_per_byte")} or last_eval
+    for line in logged:
+        row = json.loads(line)
+        last_eval = {k: v for k, v in row.items() if k.endswith("bits_per_byte")} or last_eval
     return {"run": cfg.train.run, "state": state, "reasons": reasons, "step": step, **last_eval}
 
 
@@ -397,6 +479,7 @@ MODEL_AND_DATA_KEYS = (
     "batch_size",
     "grad_accum",
     "seed",
+    "optimizer",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pipeline import stage as stage_api
 from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.datasets import DatasetError
 from pipeline.runner import make_map
-from pipeline.stages import STAGES, all_statuses, curate_order, get_stage, pipeline_order
+from pipeline.stages import STAGES, all_statuses, curate_order, get_stage
 from pipeline.workspace import Workspace, WorkspaceLocked
 
 out = Console()
@@ -69,7 +70,9 @@ def main() -> None:
 
 @main.command()
 @click.argument(
-    "stage_name", metavar="STAGE", type=click.Choice(["crawl", *STAGES, "curate", "train"])
+    "stage_name",
+    metavar="STAGE",
+    type=click.Choice(["crawl", *STAGES, "curate", "train", "crawl_and_train"]),
 )
 @config_option
 @set_option
@@ -87,9 +90,14 @@ def run(
     `curate` is clean, dedup and filter, in the order their `dataset` settings give.
     `crawl` adds a crawl generation to every source with something to crawl (or finishes the
     generation a killed crawl left); it is never up to date.
+    `crawl_and_train` is what a scheduled run does: a crawl, then every stage that is stale,
+    then training, each skipped when up to date (--force: every stage rebuilt, training started
+    over); then, when the config sets `retention.keep_versions`, what `textmill gc` removes. It
+    prints what ran, what was skipped and why, where the outputs are and what was removed.
 
     A new version is built beside the current one; CURRENT moves to it only when it is complete,
-    so a killed run loses nothing and the next run resumes where it stopped."""
+    so a killed run loses nothing and the next run resumes where it stopped. Afterwards
+    `textmill status` shows the stages downstream that became stale."""
     cfg = load_config(config_path, overrides)
     names = curate_order(cfg) if stage_name == "curate" else [stage_name]
     _run_stages(names, cfg, config_path, list(overrides), force, no_prefect)
@@ -119,6 +127,18 @@ def _run_stages(
             return importlib.import_module(f"flows.{name}").run(config_path, overrides, force)
 
         for name in names:
+            if name == "crawl_and_train":
+                if no_prefect:
+                    from pipeline.crawl_and_train import crawl_and_train
+
+                    def run_step(step: str) -> None:
+                        _run_stages([step], cfg, config_path, overrides, force, no_prefect)
+
+                    log = partial(click.echo, err=True)
+                    _print_crawl_and_train(crawl_and_train(cfg, ws, run_step, force, log))
+                else:
+                    _print_crawl_and_train(run_flow(name))
+                continue
             if name == "crawl":
                 if no_prefect:
                     from pipeline.crawl.crawler import crawl, crawl_sources
@@ -150,6 +170,21 @@ def _run_stages(
                 _print_result(stage_api.summary(stage, current, built=False))
             else:
                 _print_result(run_flow(name))
+
+
+def _print_crawl_and_train(result: dict[str, Any]) -> None:
+    click.echo(f"crawl_and_train: ran {', '.join(result['ran']) or 'nothing'}")
+    for name, why in result["skipped"].items():
+        click.echo(f"  skipped {name}: {why}")
+    click.echo("outputs:")
+    for name, where in result["outputs"].items():
+        click.echo(f"  {name}: {where}")
+    _print_removed(result["removed"])
+
+
+def _print_removed(removed: dict[str, list[str]]) -> None:
+    for where, names in removed.items():
+        click.echo(f"{where}: removed {', '.join(names)}")
 
 
 def _print_crawl(summary: dict[str, Any]) -> None:
@@ -225,9 +260,9 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{s.stage} dropped: " + ", ".join(f"{r} {n}" for r, n in s.dropped.items()))
         for reason in s.reasons if s.state == "stale" else []:
             click.echo(f"{s.stage} is stale: {reason}")
-    from model.train import run_status
+    from pipeline.crawl_and_train import train_status
 
-    run = run_status(cfg, ws)
+    run = train_status(cfg, ws, statuses)
     scores = ", ".join(f"{k} {v}" for k, v in run.items() if k.endswith("bits_per_byte"))
     click.echo(
         f"train (run {run['run']}): {run['state']}"
@@ -239,6 +274,65 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     holder = ws.lock_holder()
     if holder:
         click.echo(f"locked by {holder.get('purpose')} (pid {holder.get('pid')})")
+
+
+@main.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=4200, show_default=True, help="Port to listen on.")
+@fails_cleanly
+def server(config_path: str, host: str, port: int) -> None:
+    """Run a local Prefect server (its SQLite database in <workspace>/.prefect) in the
+    foreground until Ctrl-C, with its UI at the printed URL. `textmill serve` needs one for
+    schedules; `textmill run` uses it when it answers on port 4200 (other ports: set
+    PREFECT_API_URL). With PREFECT_API_URL set, textmill uses that server: this says which."""
+    given = os.environ.get("PREFECT_API_URL")
+    if given:
+        click.echo(f"PREFECT_API_URL is set: textmill uses the Prefect server at {given}")
+        click.echo("(unset it to start a local one here)")
+        return
+    from flows import LOCAL_SERVER, prefect_api
+
+    cfg = load_config(config_path)
+    api = f"http://{host}:{port}/api"
+    # prefect_api sets Prefect up for the workspace as the flows see it; the URL given, it
+    # starts no server of its own
+    os.environ["PREFECT_API_URL"] = api
+    with prefect_api(cfg.workspace_root):
+        click.echo(f"Prefect server for {cfg.workspace_root}: UI http://{host}:{port}, API {api}")
+        if api != LOCAL_SERVER:
+            click.echo(f"For textmill to use it: export PREFECT_API_URL={api}")
+        command = ["prefect", "server", "start", "--host", host, "--port", str(port)]
+        os.execv(sys.executable, [sys.executable, "-m", *command])
+
+
+@main.command()
+@config_option
+@set_option
+@fails_cleanly
+def serve(config_path: str, overrides: tuple[str, ...]) -> None:
+    """Register this config's deployments on the Prefect server (PREFECT_API_URL, else the
+    local one of `textmill server`) and run them until Ctrl-C:
+
+    \b
+    - textmill/crawl-and-train, crawl, curate and train on the cron schedules of the config's
+      `schedules:` section (or when triggered);
+    - textmill/extract, clean, dedup, filter, tokenizer and shards when triggered, e.g.
+      `prefect deployment run textmill/dedup --param force=true`.
+
+    Each deployment runs one run at a time (a second waits for the first to end);
+    schedules.max_concurrent_runs bounds the runs of all of them. A failed run shows in the UI,
+    in its logs and here, and is POSTed to schedules.notify_webhook when set. The config is
+    read again by every run; serve again after changing its schedules."""
+    from flows import LOCAL_SERVER, prefect_api
+
+    cfg = load_config(config_path, overrides)
+    # Schedules need a server that stays up, never Prefect's embedded one
+    os.environ.setdefault("PREFECT_API_URL", LOCAL_SERVER)
+    with prefect_api(cfg.workspace_root):
+        from flows.serve import serve_until_stopped
+
+        serve_until_stopped(config_path, list(overrides), echo=click.echo)
 
 
 @main.command()
@@ -611,14 +705,32 @@ def report(config_path: str, overrides: tuple[str, ...], output: str | None) -> 
 
 @main.command()
 @config_option
-@click.option("--keep", default=3, show_default=True, help="Committed versions kept per stage.")
+@set_option
+@click.option(
+    "--keep",
+    type=int,
+    default=None,
+    help="Committed versions kept per stage [default: retention.keep_versions, else 3].",
+)
 @fails_cleanly
-def gc(config_path: str, keep: int) -> None:
-    """Delete old dataset versions (the current one always stays) and dead builds."""
-    cfg = load_config(config_path)
-    removed = Workspace(cfg.workspace_root).gc(keep)
-    for stage_name, versions in removed.items():
-        click.echo(f"{stage_name}: removed {', '.join(versions)}")
+def gc(config_path: str, overrides: tuple[str, ...], keep: int | None) -> None:
+    """Delete what no stage reads any more:
+
+    \b
+    - versions of each dataset, of the tokenizer and of the shards beyond the newest --keep
+      (the current one always stays), and the folders that killed builds left;
+    - with `extract.generation_window` set, each source's crawl generations older than the
+      newest generation_window (the frontier keeps every URL's history, so recrawls stay
+      conditional: a page unchanged since a deleted generation answers 304 and is not stored
+      again, so widen the window before gc if extract should read it again).
+
+    A crawl-and-train run ends with the same clean-up when the config sets
+    `retention.keep_versions`. Training runs (runs/) are never touched."""
+    cfg = load_config(config_path, overrides)
+    if keep is None:
+        keep = cfg.retention.keep_versions or 3
+    removed = Workspace(cfg.workspace_root).gc(keep, cfg.extract.generation_window)
+    _print_removed(removed)
     if not removed:
         click.echo("nothing to remove")
 
@@ -660,23 +772,54 @@ def takedown(
 
 
 @main.command()
-@config_option
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    default="configs/demo.yaml",
+    show_default=True,
+    envvar="TEXTMILL_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Run config (YAML) whose seeds are on the pydoc site. Env: TEXTMILL_CONFIG.",
+)
 @set_option
-@click.option("--no-prefect", is_flag=True, help="Run the stages without Prefect.")
+@click.option("--no-prefect", is_flag=True, help="Run the steps without Prefect.")
 @fails_cleanly
 def demo(config_path: str, overrides: tuple[str, ...], no_prefect: bool) -> None:
-    """Run every stage that exists, end to end, and show what came out."""
+    """The main job, offline: serve this environment's pydoc documentation on the port the
+    seeds name, run crawl-and-train over it to the end (crawl, extract, clean, dedup, filter,
+    tokenizer, shards, train), write the HTML report, and show where everything is and the
+    headline figures. Run it again: a new crawl generation, and training continues."""
+    # Before torch loads: its OpenMP threads otherwise spin while they wait, and where other
+    # programs use the cores too each training step becomes ~15x slower (measured on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from pipeline.demo import figures, outputs, pydoc_site, site_address
+    from pipeline.report import write_report
+
     cfg = load_config(config_path, overrides)
-    started = time.perf_counter()
-    stages = [stage.name for stage in pipeline_order(cfg)]
-    _run_stages([*stages, "train"], cfg, config_path, list(overrides), False, no_prefect)
     ws = Workspace(cfg.workspace_root)
-    click.echo(f"\nDone in {time.perf_counter() - started:.0f} s. Workspace: {ws.root}")
-    for stage_name in stages:
-        version = ws.current_version(stage_name)
-        click.echo(f"  {stage_name}: {ws.storage.url(ws.stage_dir(stage_name, version))}")
-    click.echo(f"  train: {ws.storage.url(f'runs/{cfg.train.run}')} (loss.png, samples.txt)")
-    click.echo(f"See `textmill status -c {config_path}`.")
+    started = time.perf_counter()
+    host, port = site_address(cfg)
+    Path(ws.root).mkdir(parents=True, exist_ok=True)
+    with pydoc_site(port, host, log=Path(ws.root) / "pydoc.log") as url:
+        click.echo(f"demo site: {url} (pydoc's documentation of {sys.prefix})", err=True)
+        _run_stages(["crawl_and_train"], cfg, config_path, list(overrides), False, no_prefect)
+    report_path = write_report(cfg, ws)
+    click.echo(
+        f"\nDone in {time.perf_counter() - started:.0f} s "
+        f"(load average {os.getloadavg()[0]:.1f}). Workspace: {ws.root}"
+    )
+    for name, where in {**outputs(cfg, ws), "report": report_path}.items():
+        click.echo(f"  {name}: {where}")
+    f = figures(cfg, ws)
+    click.echo(
+        f"{f['pages_crawled']:,} pages crawled; {f['curated_mb']} MB of curated text "
+        f"({f['curated_documents']:,} documents); {f['train_tokens']:,} training tokens; "
+        f"validation {f['val_bits_per_byte']} bits per byte, unigram baseline "
+        f"{f['unigram_val_bits_per_byte']} on the same tokens."
+    )
+    for more in ("status", "inspect funnel", "inspect summary"):
+        click.echo(f"More: textmill {more} -c {config_path}")
 
 
 if __name__ == "__main__":

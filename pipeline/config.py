@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -493,6 +495,9 @@ class TrainConfig(Section):
     batch_size: int = Field(default=16, ge=1)  # sequences per process per micro-step
     grad_accum: int = Field(default=1, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
+    # muon: Muon for the blocks' matrices at muon_lr (on the same schedule), AdamW for the rest
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    muon_lr: float = Field(default=0.04, gt=0)  # modded-nanogpt's order; 0.04 best on bench/train
     min_lr: float = Field(default=1e-4, ge=0)
     warmup_steps: int = Field(default=50, ge=0)
     max_steps: int = Field(default=1000, ge=1)
@@ -527,12 +532,82 @@ class TrainConfig(Section):
         return self
 
 
-class RunnerConfig(Section):
-    """How stages are executed; never part of a stage version (it does not change outputs)."""
+class SchedulesConfig(Section):
+    """`textmill serve`: when its deployments run, how many runs at once, whom to tell of a
+    failure. A schedule is a cron string (minute hour day month weekday, e.g. "0 3 * * *");
+    None: the deployment runs only when triggered."""
 
-    task_runner: Literal["processes", "threads", "serial"] = "processes"
+    crawl_and_train: str | None = None
+    crawl: str | None = None
+    curate: str | None = None
+    train: str | None = None
+    timezone: str = "UTC"  # an IANA name, e.g. Europe/Paris; the cron times are in it
+    # runs at once over all deployments; one workspace has one writer, so more than 1 only
+    # makes a run that finds the workspace locked fail instead of wait
+    max_concurrent_runs: int = Field(default=1, ge=1)
+    # a URL that is POSTed {"text": ...} (Slack's shape) when a run of a deployment fails or
+    # crashes; None: the failure is only logged (the run's logs and the serving terminal)
+    notify_webhook: str | None = Field(default=None, pattern=r"^https?://")
+
+    @field_validator("crawl_and_train", "crawl", "curate", "train")
+    @classmethod
+    def _cron(cls, schedule: str | None) -> str | None:
+        # Prefect vendors its own croniter; cronsim (installed with Prefect) checks the same
+        # five-field grammar without importing Prefect here
+        from cronsim import CronSim, CronSimError
+
+        if schedule is not None:
+            try:
+                CronSim(schedule, datetime.now())
+            except CronSimError as exc:
+                raise ValueError(
+                    f"{schedule!r} is not a cron string (minute hour day month weekday, "
+                    f'e.g. "0 3 * * *"): {exc}'
+                ) from None
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, timezone: str) -> str:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{timezone!r} is not a time zone name such as Europe/Paris") from None
+        return timezone
+
+
+class RunnerConfig(Section):
+    """How stages are executed; never part of a stage version (it does not change outputs).
+
+    `dask` runs the work units on a Dask cluster (prefect-dask): the one at `dask_scheduler`
+    (e.g. tcp://10.0.0.5:8786), or, when that is None, a local cluster of `workers` processes
+    with one thread each, started for the run and closed after it. Workers on other machines
+    need the project installed and the workspace on storage they all reach: an `s3://` root,
+    with credentials in each worker's environment (pipeline/storage.py says which)."""
+
+    task_runner: Literal["processes", "threads", "serial", "dask"] = "processes"
     workers: int = Field(default=2, ge=1)
+    dask_scheduler: str | None = None  # address of a running Dask scheduler
     chunk_mb: float = Field(default=2.0, gt=0)  # WARC files larger than this are split by record
+
+    @model_validator(mode="after")
+    def _scheduler_only_for_dask(self) -> RunnerConfig:
+        if self.dask_scheduler and self.task_runner != "dask":
+            raise ValueError(f"dask_scheduler needs task_runner: dask, not {self.task_runner}")
+        return self
+
+    @property
+    def parallel(self) -> bool:
+        """Whether units go to a pool or cluster (else they run one by one in this process)."""
+        return self.task_runner == "dask" or (self.task_runner != "serial" and self.workers > 1)
+
+
+class RetentionConfig(Section):
+    """What a crawl-and-train run removes when it ends (as `textmill gc` does): dataset,
+    tokenizer and shards versions beyond the newest `keep_versions` of each stage (the current
+    one always stays), and crawl generations outside `extract.generation_window`."""
+
+    keep_versions: int | None = Field(default=None, ge=1)  # None: keep everything
 
 
 class RunConfig(Section):
@@ -548,7 +623,9 @@ class RunConfig(Section):
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     # Directory the config file lives in; relative paths in the config are relative to it.
     base_dir: str = Field(default=".", exclude=True)
 

@@ -1,4 +1,5 @@
-"""Running a stage's work units without Prefect: serially, on threads or on processes.
+"""Running a stage's work units without Prefect: serially, on threads, on processes or on a
+Dask cluster.
 
 The Prefect flows map the same functions with Prefect's task runners; this is the plain path
 (`textmill run --no-prefect`, tests, debugging), with a progress bar on a terminal.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -23,7 +25,7 @@ def make_map(runner: RunnerConfig, label: str = "units") -> Callable[..., list[A
     def map_fn(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
         with _progress() as progress:
             bar = progress.add_task(label, total=len(args))
-            if runner.task_runner == "serial" or runner.workers == 1 or len(args) <= 1:
+            if not runner.parallel or len(args) <= 1:
                 results = []
                 for item in args:
                     results.append(fn(*item))
@@ -37,18 +39,32 @@ def make_map(runner: RunnerConfig, label: str = "units") -> Callable[..., list[A
                         results[futures[future]] = future.result()
                         progress.advance(bar)
                 except BaseException:
-                    pool.shutdown(cancel_futures=True)  # units not started yet never start
+                    for future in futures:  # units not started yet never start
+                        future.cancel()
                     raise
                 return results
 
     return map_fn
 
 
-def _executor(runner: RunnerConfig) -> Executor:
+@contextmanager
+def _executor(runner: RunnerConfig) -> Iterator[Executor]:
+    if runner.task_runner == "dask":
+        from distributed import Client  # only when asked: it starts slowly
+
+        if runner.dask_scheduler:
+            client = Client(runner.dask_scheduler)
+        else:  # a local cluster for this run, as the flows' DaskTaskRunner starts
+            client = Client(n_workers=runner.workers, threads_per_worker=1, dashboard_address=None)
+        with client:
+            yield client.get_executor()
+        return
     if runner.task_runner == "threads":
-        return ThreadPoolExecutor(max_workers=runner.workers)
-    # spawn: workers start clean, as under Prefect's process pool (no forked locks or threads)
-    return ProcessPoolExecutor(runner.workers, mp_context=multiprocessing.get_context("spawn"))
+        pool: Executor = ThreadPoolExecutor(max_workers=runner.workers)
+    else:  # spawn: workers start clean, as under Prefect's process pool (no forked locks)
+        pool = ProcessPoolExecutor(runner.workers, mp_context=multiprocessing.get_context("spawn"))
+    with pool:
+        yield pool
 
 
 def _progress() -> Progress:

@@ -24,11 +24,19 @@ TMP_MARK = ".tmp-"
 
 
 class Storage:
-    """A workspace root on some filesystem; all paths given to it are relative to the root."""
+    """A workspace root on some filesystem; all paths given to it are relative to the root.
+
+    A root such as `s3://bucket/prefix` is opened by s3fs, which finds credentials where boto
+    does: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) or AWS_PROFILE and
+    ~/.aws/{credentials,config}, then an instance role; AWS_ENDPOINT_URL points it at an
+    S3-compatible store (MinIO, Ceph, moto), AWS_DEFAULT_REGION names the region. fsspec's own
+    configuration (~/.config/fsspec/*.json, FSSPEC_S3_* variables) can set any other option."""
 
     def __init__(self, root: str):
         self.root_url = root
-        self.fs, self.root = fsspec.core.url_to_fs(root)
+        # No cached folder listings: other processes (pool workers, Dask workers, the next
+        # scheduled run) write here too, and a stale listing would hide their files.
+        self.fs, self.root = fsspec.core.url_to_fs(root, use_listings_cache=False)
         self.is_local = "file" in (
             (self.fs.protocol,) if isinstance(self.fs.protocol, str) else self.fs.protocol
         )
@@ -99,7 +107,7 @@ class Storage:
     def write_parquet(self, rel: str, table: pa.Table, crash_name: str | None = None) -> bytes:
         """Atomic Parquet write; returns the bytes written (for the manifest's checksum)."""
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression=column_compression(table.schema))
         data = sink.getvalue().to_pybytes()
         self.write_bytes(rel, data, crash_name)
         return data
@@ -135,6 +143,29 @@ class Storage:
     def remove(self, rel: str, recursive: bool = False) -> None:
         if self.fs.exists(self.path(rel)):
             self.fs.rm(self.path(rel), recursive=recursive)
+
+
+# A substring search (`textmill inspect sample --search`) reads the whole text column: LZ4
+# decompresses it about 1.6 times as fast as zstd (0.66 s against 1.05 s per GB of text on
+# 2 cores), for a text column about 70% larger. Every other column is zstd.
+FAST_READ_COLUMNS = {"text": "lz4"}
+
+
+def column_compression(schema: pa.Schema) -> dict[str, str]:
+    """The codec of each Parquet leaf column (named by its path, as `flags.list.element`)."""
+
+    def leaves(name: str, kind: pa.DataType) -> list[str]:
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            return leaves(f"{name}.list.element", kind.value_type)
+        if pa.types.is_struct(kind):
+            return [leaf for f in kind for leaf in leaves(f"{name}.{f.name}", f.type)]
+        return [name]
+
+    return {
+        leaf: FAST_READ_COLUMNS.get(field.name, "zstd")
+        for field in schema
+        for leaf in leaves(field.name, field.type)
+    }
 
 
 def sha256_bytes(data: bytes) -> str:

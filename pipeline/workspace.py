@@ -110,8 +110,12 @@ class Workspace:
                 removed.append(version)
         return removed
 
-    def gc(self, keep: int) -> dict[str, list[str]]:
-        """Keep the newest `keep` committed versions of each stage (CURRENT always stays)."""
+    def gc(self, keep: int, generation_window: int | None = None) -> dict[str, list[str]]:
+        """Keep the newest `keep` committed versions of each stage (CURRENT always stays) and
+        delete the folders of killed builds; with a `generation_window`, also delete each
+        source's finished crawl generations older than the newest `generation_window` (no stage
+        reads them; the frontier keeps every URL's history, so recrawls stay conditional).
+        Returns what was removed: versions by stage, generations by `crawl/<source>`."""
         if keep < 1:
             raise ValueError("gc --keep must be at least 1: the current version always stays")
         removed: dict[str, list[str]] = {}
@@ -126,6 +130,12 @@ class Workspace:
                 gone += self.remove_uncommitted(stage)
                 if gone:
                     removed[stage] = gone
+            for source in self.storage.listdir("crawl") if generation_window else []:
+                old = self.generations(source)[:-generation_window]
+                for generation in old:
+                    self.storage.remove(generation.folder, recursive=True)
+                if old:
+                    removed[f"crawl/{source}"] = [generation.name for generation in old]
         return removed
 
     # ----- crawl generations -----

@@ -160,8 +160,12 @@ def test_a_truncated_file_yields_what_it_can_and_reports_where(tmp_path):
 @needs_shared_data
 def test_all_shared_warc_files(tmp_path):
     """~100 real HTML pages come out; the broken files are reported, not fatal."""
-    config = Path(__file__).parents[1] / "configs" / "demo.yaml"
-    result, ws = _run(config, f"workspace={tmp_path / 'ws'}", "runner.task_runner=processes")
+    warcs = [
+        str(SHARED_DATA / "warc" / "**" / pattern)
+        for pattern in ("*.warc", "*.warc.gz", "*.arc", "*.arc.gz", "*.warc.gz.bad")
+    ]
+    config = write_config(tmp_path, warcs, extract={"timeout_s": 20})
+    result, ws = _run(config, "runner.task_runner=processes", "runner.workers=2")
     manifest = Dataset.current(ws, "extract").manifest
     assert 100 <= result["docs_out"] <= 140
     assert manifest.dropped["revisit"] >= 120  # iana.org's payload-digest revisits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 
 from model.data import WindowLoader
 from model.gpt import GPT, GPTConfig
+from model.muon import Muon
 from model.train import NonFiniteLoss, lr_at, run_status, sample, train
 from pipeline.config import TrainConfig, load_config
 from pipeline.crash import CRASH_ENV, CRASH_EXIT_CODE
@@ -88,32 +90,30 @@ def _losses(folder: Path, run_name: str) -> list[float]:
     return [json.loads(line)["loss"] for line in path.read_text().splitlines()]
 
 
-def test_resume_after_a_kill_is_exact(shards_workspace):
-    folder = shards_workspace
-    _train(folder, run="straight", max_steps=20, checkpoint_interval=10)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_a_kill_is_exact(shards_workspace, optimizer):
+    folder, straight, killed = shards_workspace, f"straight-{optimizer}", f"killed-{optimizer}"
+    settings = {"max_steps": 20, "checkpoint_interval": 10, "optimizer": optimizer}
+    _train(folder, run=straight, **settings)
 
-    config = _config(
-        folder,
-        {**TINY, "run": "killed", "max_steps": 20, "checkpoint_interval": 10},
-        "run-killed.yaml",
-    )
-    killed = subprocess.run(
+    config = _config(folder, {**TINY, "run": killed, **settings}, f"run-killed-{optimizer}.yaml")
+    crashed = subprocess.run(
         [sys.executable, "-m", "model.train", "-c", str(config)],
         env={**os.environ, CRASH_ENV: "train.step:11"},
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
-    assert len(_losses(folder, "killed")) == 10
-    result = _train(folder, run="killed", max_steps=20, checkpoint_interval=10)
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
+    assert len(_losses(folder, killed)) == 10
+    result = _train(folder, run=killed, **settings)
     assert result["steps_run"] == 10
 
-    assert _losses(folder, "killed") == _losses(folder, "straight")
-    straight, resumed = _weights(folder, "straight"), _weights(folder, "killed")
-    assert straight.keys() == resumed.keys()
-    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    run_dir = folder / "workspace" / "runs" / "killed"
+    assert _losses(folder, killed) == _losses(folder, straight)
+    uninterrupted, resumed = _weights(folder, straight), _weights(folder, killed)
+    assert uninterrupted.keys() == resumed.keys()
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    run_dir = folder / "workspace" / "runs" / killed
     assert (run_dir / "loss.png").stat().st_size > 1000 and (run_dir / "samples.txt").exists()
 
 
@@ -154,14 +154,15 @@ def _initial(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
 
 
-def test_overfits_a_tiny_shard_and_an_untrained_model_does_not():
+@pytest.mark.parametrize("muon_lr", [None, 0.02])
+def test_overfits_a_tiny_shard_and_an_untrained_model_does_not(muon_lr):
     torch.manual_seed(0)
     data = torch.randint(0, 50, (4, 33))
     config = GPTConfig(vocab_size=50, context=32, n_layer=2, n_head=2, n_embd=64)
     model = GPT(config)
     untrained = model(data[:, :-1], data[:, 1:])[1].item()
     assert untrained > 3.0  # about ln(50) = 3.9 for an untrained model
-    optimizer = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95))
+    optimizer = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), muon_lr=muon_lr)
     for _ in range(300):
         loss = model(data[:, :-1], data[:, 1:])[1]
         loss.backward()
@@ -228,6 +229,42 @@ def test_resuming_with_other_model_settings_is_refused(shards_workspace):
     assert run_status(cfg, Workspace(cfg.workspace_root))["reasons"] == [
         "train.context changed: 32 -> 16"
     ]
+
+
+def test_muon_trains_the_blocks_matrices_on_the_schedule_and_resumes_only_as_muon(
+    shards_workspace,
+):
+    model = GPT(GPTConfig(vocab_size=50, context=8, n_layer=2, n_head=2, n_embd=16))
+    optimizers = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), muon_lr=0.02)
+    adamw, muon = optimizers.optimizers
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert isinstance(muon, Muon)
+    by_muon = {id(p) for group in muon.param_groups for p in group["params"]}
+    assert by_muon == {id(p) for p in model.blocks.parameters() if p.dim() == 2}
+    assert id(model.wte.weight) not in by_muon  # the embedding (and tied head) stays on AdamW
+    assert [g.get("lr_scale", 1.0) for g in optimizers.param_groups] == [1.0, 1.0, 20.0]
+
+    _train(shards_workspace, run="muon", max_steps=2, optimizer="muon", learning_rate=1e-3)
+    with pytest.raises(ValueError, match=r"optimizer state does not fit train\.optimizer=adamw"):
+        _train(shards_workspace, run="muon", max_steps=4)
+
+
+def test_a_finished_run_continues_on_new_shards_for_max_steps_more(shards_workspace, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(shards_workspace, folder)
+    first = _train(folder, run="grows", max_steps=4)
+    assert first["step"] == 4
+    cfg = load_config(_config(folder, {**TINY, "run": "grows", "max_steps": 4}))
+    ws = Workspace(cfg.workspace_root)
+    assert run_status(cfg, ws)["state"] == "up to date"
+
+    cfg = cfg.model_copy(update={"shards": cfg.shards.model_copy(update={"row_tokens": 32})})
+    run(SHARDS, cfg, ws, make_map(cfg.runner))  # new shards, as a scheduled run would make
+    assert run_status(cfg, ws)["reasons"][0].startswith("shards changed")
+    second = train(cfg, ws, log=lambda message: None)
+    assert second["steps_run"] == 4 and second["step"] == 8
+    assert second["lr"] == pytest.approx(lr_at(3, cfg.train))  # a whole schedule again
+    assert run_status(cfg, ws)["state"] == "up to date"
 
 
 def test_time_schedule_decays_by_the_clock():
