@@ -24,8 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
+import xxhash
 from safetensors.torch import load_model, save_model
 from torch.nn.parallel import DistributedDataParallel
 
@@ -235,8 +237,11 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
         fused=device.startswith("cuda"),
         muon_lr=tc.muon_lr if tc.optimizer == "muon" else None,
     )
+    train_tokens = load_split(ws, "train", shards.version)
+    # which data the run learns from: a new shards version may hold the very same tokens
+    data_digest = xxhash.xxh3_64_hexdigest(memoryview(np.ascontiguousarray(train_tokens)))
     loader = WindowLoader(
-        load_split(ws, "train", shards.version),
+        train_tokens,
         tc.context,
         tc.batch_size,
         tc.seed,
@@ -254,12 +259,12 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
             ) from None
         torch.set_rng_state(state["rng"])
         step = int(state["step"])
-        if state.get("shards_version", shards.version) == shards.version:
+        if state.get("data_digest", data_digest) == data_digest:
             loader.load_state(state["cursor"])  # the same session, after a stop
             session_start = int(state.get("session_start", 0))
-        else:  # new data (a scheduled crawl-and-train): max_steps more, from the new shards' start
+        else:  # new data (a scheduled crawl-and-train): max_steps more, from the new data's start
             session_start = step
-            log(f"train: run {tc.run} continues from step {step} on new shards {shards.version}")
+            log(f"train: run {tc.run} continues from step {step} on new data ({shards.version})")
     elif rank == 0 and tc.init == "scratch":
         shutil.rmtree(run_dir, ignore_errors=True)
         ws.storage.remove(f"runs/{tc.run}", recursive=True)  # on shared storage, that copy too
@@ -347,7 +352,7 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
                         "step": step,
                         "cursor": loader.state(),
                         "rng": torch.get_rng_state(),
-                        "shards_version": shards.version,
+                        "data_digest": data_digest,
                         "session_start": session_start,
                     },
                 )

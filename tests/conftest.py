@@ -31,3 +31,14 @@ def prefect_server():
 
     with prefect_api(workspace_root=_PREFECT_HOME) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """No test leaves environment variables behind for the tests after it: distributed's
+    LocalCluster sets OMP_NUM_THREADS=1 (and MKL_, OPENBLAS_) in the process that starts it,
+    which would make later tests' subprocesses compute with other thread counts."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

@@ -249,7 +249,7 @@ def test_muon_trains_the_blocks_matrices_on_the_schedule_and_resumes_only_as_muo
         _train(shards_workspace, run="muon", max_steps=4)
 
 
-def test_a_finished_run_continues_on_new_shards_for_max_steps_more(shards_workspace, tmp_path):
+def test_a_finished_run_continues_on_new_data_for_max_steps_more(shards_workspace, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(shards_workspace, folder)
     first = _train(folder, run="grows", max_steps=4)
@@ -259,8 +259,15 @@ def test_a_finished_run_continues_on_new_shards_for_max_steps_more(shards_worksp
     assert run_status(cfg, ws)["state"] == "up to date"
 
     cfg = cfg.model_copy(update={"shards": cfg.shards.model_copy(update={"row_tokens": 32})})
-    run(SHARDS, cfg, ws, make_map(cfg.runner))  # new shards, as a scheduled run would make
+    run(SHARDS, cfg, ws, make_map(cfg.runner))  # a new shards version of the same tokens
     assert run_status(cfg, ws)["reasons"][0].startswith("shards changed")
+    assert train(cfg, ws, log=lambda message: None)["steps_run"] == 0  # nothing new to learn
+    assert run_status(cfg, ws)["state"] == "up to date"
+
+    tokenizer = cfg.tokenizer.model_copy(update={"val_fraction": 0.2})
+    cfg = cfg.model_copy(update={"tokenizer": tokenizer})
+    for stage in (TOKENIZER, SHARDS):  # other documents to train on
+        run(stage, cfg, ws, make_map(cfg.runner))
     second = train(cfg, ws, log=lambda message: None)
     assert second["steps_run"] == 4 and second["step"] == 8
     assert second["lr"] == pytest.approx(lr_at(3, cfg.train))  # a whole schedule again
