@@ -245,9 +245,14 @@ def test_two_scheduled_runs_over_a_site_that_changed_in_between(prefect_server, 
     assert _first_words(20) in texts and _first_words(6) in texts
 
 
-def _died_in(stderr: str) -> str:
-    """The step a killed run was in: the last one it started."""
-    started = [line.split(":")[0] for line in stderr.splitlines() if line.endswith(": running")]
+def _died_in(output: str) -> str:
+    """The step a killed run was in: the last one it started (Prefect's log lines end with
+    "Flow run 'name' - STEP: running")."""
+    started = [
+        line.rsplit(" - ", 1)[-1].split(":")[0]
+        for line in output.splitlines()
+        if line.endswith(": running")
+    ]
     return started[-1]
 
 
@@ -255,7 +260,9 @@ def _weights(ws: Workspace) -> dict[str, np.ndarray]:
     return load_file(ws.storage.path("runs/main/checkpoint/model.safetensors"))
 
 
-def test_killed_at_crash_points_across_stages_then_rerun_matches_an_uninterrupted_run(tmp_path):
+def test_killed_at_crash_points_across_stages_then_rerun_matches_an_uninterrupted_run(
+    prefect_server, tmp_path
+):
     pages = {f"/p/{n}/": _page(n) for n in range(8)}
     rng = random.Random(20260508)
     # (crash point, the step it kills): counts are per process, and after the crawl every
@@ -272,9 +279,10 @@ def test_killed_at_crash_points_across_stages_then_rerun_matches_an_uninterrupte
         _serve(server, pages)
         source = {"name": "site", "kind": "web", "seeds": [server.url("/")]}
         config = _config(tmp_path / "killed", source)
+        # the parent flow and its subflows, on the running Prefect server
         command = [sys.executable, "-m", "pipeline.cli", "run", "crawl_and_train", "-c", config]
-        command.append("--no-prefect")
         clean_env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        clean_env["PREFECT_API_URL"] = prefect_server
         for crash, step in crashes:
             killed = subprocess.run(
                 command,
@@ -285,12 +293,12 @@ def test_killed_at_crash_points_across_stages_then_rerun_matches_an_uninterrupte
                 timeout=300,
             )
             assert killed.returncode == CRASH_EXIT_CODE, (crash, killed.stderr[-3000:])
-            assert _died_in(killed.stderr) == step, crash
+            assert _died_in(killed.stdout + killed.stderr) == step, crash
         rerun = subprocess.run(
             command, cwd=REPO, env=clean_env, capture_output=True, text=True, timeout=300
         )
         assert rerun.returncode == 0, rerun.stderr[-3000:]
-        assert "from step 2" in rerun.stderr  # training went on from its checkpoint
+        assert "from step 2" in rerun.stdout + rerun.stderr  # training went on from its checkpoint
 
     ws = Workspace(str(tmp_path / "killed" / "workspace"))
     counts = _crawl_counts(ws, "site")

@@ -40,21 +40,20 @@ def test_curate_flow_on_a_dask_cluster_matches_a_local_runner(prefect_server, tm
     import flows.curate
 
     # Dolma's two sample WARC files, split into 6 units (so clean, dedup and filter map over
-    # 6 parts), extracted once and copied into a second workspace. The local runner is
-    # Prefect's default, threads (2 processes cost ~40 s more here, for starting the pools;
-    # test_flows.py runs curate on them).
+    # 6 parts), extracted once and copied into a second workspace, where curate runs on the
+    # default runner (a pool of 2 worker processes).
     config = {
         "workspace": str(tmp_path / "dask"),
         "sources": [{"name": "dolma", "warc": [str(SHARED_DATA / "warc/dolma/*.warc.gz")]}],
-        "runner": {"task_runner": "threads", "workers": 2, "chunk_mb": 0.1},
+        "runner": {"chunk_mb": 0.1},
     }
-    dask_config, threads_config = tmp_path / "dask.yaml", tmp_path / "threads.yaml"
+    dask_config, default_config = tmp_path / "dask.yaml", tmp_path / "default.yaml"
     dask_config.write_text(yaml.safe_dump(config))
-    threads_config.write_text(yaml.safe_dump({**config, "workspace": str(tmp_path / "threads")}))
+    default_config.write_text(yaml.safe_dump({**config, "workspace": str(tmp_path / "default")}))
     cfg = load_config(dask_config, ["runner.task_runner=serial"])
     extracted = run(STAGES["extract"], cfg, Workspace(cfg.workspace_root), make_map(cfg.runner))
     assert extracted["stage"] == "extract" and extracted["units_run"] >= 4
-    shutil.copytree(tmp_path / "dask", tmp_path / "threads")
+    shutil.copytree(tmp_path / "dask", tmp_path / "default")
 
     with (
         LocalCluster(
@@ -76,8 +75,8 @@ def test_curate_flow_on_a_dask_cluster_matches_a_local_runner(prefect_server, tm
         # The plain runner (`--no-prefect`) maps over the same cluster.
         plain_map = make_map(load_config(dask_config, overrides).runner)
         assert set(plain_map(os.getpid, [()] * 4)) <= set(worker_pids.values())
-    on_threads = flows.curate.run(str(threads_config))
-    assert all(r["built"] for r in on_threads)
+    on_default = flows.curate.run(str(default_config))
+    assert all(r["built"] for r in on_default)
 
     units = extracted["units_run"]
     assert [(r["stage"], r["built"], r["units_run"]) for r in on_dask] == [
@@ -90,11 +89,11 @@ def test_curate_flow_on_a_dask_cluster_matches_a_local_runner(prefect_server, tm
     assert {task["worker"] for task in stream.data} == set(worker_pids)
     assert os.getpid() not in worker_pids.values()
 
-    dask_ws, threads_ws = Workspace(str(tmp_path / "dask")), Workspace(str(tmp_path / "threads"))
+    dask_ws, default_ws = Workspace(str(tmp_path / "dask")), Workspace(str(tmp_path / "default"))
     for stage in CURATE:
-        assert dask_ws.current_version(stage) == threads_ws.current_version(stage)
+        assert dask_ws.current_version(stage) == default_ws.current_version(stage)
         kept, dropped = _documents(dask_ws, stage)
-        assert kept and (kept, dropped) == tuple(_documents(threads_ws, stage))
+        assert kept and (kept, dropped) == tuple(_documents(default_ws, stage))
     assert Dataset.current(dask_ws, "dedup").manifest.dropped  # across parts, across workers
 
 
