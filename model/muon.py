@@ -4,8 +4,8 @@ Jordan et al. 2024 (https://kellerjordan.github.io/posts/muon/), as modded-nanog
 hidden matrices. The update is torch.optim.Muon's (Nesterov momentum 0.95, five quintic
 Newton-Schulz steps, decoupled weight decay, the learning rate scaled by sqrt(max(1, rows /
 cols))), but the iteration runs in float32 off CUDA: torch's runs it in bfloat16, which a CPU
-without bfloat16 units computes about 150 times slower (887 ms against 6 ms a step for
-bench/train.py's model on 2 cores).
+without bfloat16 units computes about 14 times slower (887 ms against 64 ms an optimizer step
+for bench/train.py's model on 2 cores).
 """
 
 from __future__ import annotations
