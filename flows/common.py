@@ -51,14 +51,7 @@ def dask_task_runner(runner: RunnerConfig) -> TaskRunner:
 
     if runner.dask_scheduler:
         return DaskTaskRunner(address=runner.dask_scheduler)
-    return DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": runner.workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": None,
-        }
-    )
+    return DaskTaskRunner(cluster_kwargs=runner.local_cluster_options())
 
 
 @task(name="start-worker", cache_policy=NO_CACHE)

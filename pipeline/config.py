@@ -596,6 +596,16 @@ class RunnerConfig(Section):
             raise ValueError(f"dask_scheduler needs task_runner: dask, not {self.task_runner}")
         return self
 
+    def local_cluster_options(self) -> dict[str, Any]:
+        """The Dask cluster of a run without `dask_scheduler`: `workers` processes, one thread
+        each, no dashboard (the flows' DaskTaskRunner and the plain runner start the same)."""
+        return {
+            "n_workers": self.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+
     @property
     def parallel(self) -> bool:
         """Whether units go to a pool or cluster (else they run one by one in this process)."""

@@ -54,8 +54,8 @@ def _executor(runner: RunnerConfig) -> Iterator[Executor]:
 
         if runner.dask_scheduler:
             client = Client(runner.dask_scheduler)
-        else:  # a local cluster for this run, as the flows' DaskTaskRunner starts
-            client = Client(n_workers=runner.workers, threads_per_worker=1, dashboard_address=None)
+        else:  # a local cluster for this run
+            client = Client(**runner.local_cluster_options())
         with client:
             yield client.get_executor()
         return
