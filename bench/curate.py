@@ -623,12 +623,13 @@ def _textmill() -> str:
 
 def our_clusters(workspace: Path) -> dict[str, str]:
     """id -> cluster from the dedup stage's cluster table: the one place that knows its path
-    (`datasets/dedup/<CURRENT>/clusters.parquet`) and columns."""
+    (`datasets/dedup/<CURRENT>/_clusters/clusters.parquet`) and columns."""
+    from pipeline.dedup import CLUSTERS_FILE
     from pipeline.workspace import Workspace
 
     ws = Workspace(str(workspace))
     version = ws.current_version("dedup")
-    table = ws.storage.read_parquet(f"{ws.stage_dir('dedup', version)}/clusters.parquet")
+    table = ws.storage.read_parquet(f"{ws.stage_dir('dedup', version)}/{CLUSTERS_FILE}")
     ids, clusters = table["id"].to_pylist(), table["cluster"].to_pylist()
     return {doc_id: str(cluster) for doc_id, cluster in zip(ids, clusters, strict=True)}
 

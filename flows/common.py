@@ -12,7 +12,7 @@ from prefect.futures import wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from flows.artifacts import publish_stage
-from pipeline import stage
+from pipeline import progress, stage
 from pipeline.config import RunConfig, RunnerConfig, load_config
 from pipeline.datasets import Dataset
 from pipeline.stage import MapStage
@@ -36,6 +36,7 @@ def run_configured(
 
 
 def task_runner(runner: RunnerConfig) -> TaskRunner:
+    progress.listen()  # before the pool or local cluster starts: its workers inherit it
     if runner.task_runner == "dask":
         return dask_task_runner(runner)
     if runner.task_runner == "processes" and runner.workers > 1:
@@ -78,8 +79,9 @@ def run_map_stage(
     map_stage: MapStage, unit_task: Task | None, cfg: RunConfig, ws: Workspace, force: bool
 ) -> dict[str, Any]:
     """Plan, map the unit task over what is left to do, reduce and commit; all under the
-    workspace lock. The reduce step runs in the flow's own process."""
-    with ws.lock(f"{map_stage.name} flow"):
+    workspace lock. The reduce step runs in the flow's own process. Progress (in documents or
+    bytes, pipeline/progress.py) goes to the flow run's log, or to a bar on a terminal."""
+    with ws.lock(f"{map_stage.name} flow"), progress.showing(get_run_logger().info):
         build = stage.begin(map_stage, cfg, ws, force)
         if build.up_to_date:
             return stage.build_summary(build, Dataset(ws, map_stage.name, build.version).manifest)
@@ -87,18 +89,31 @@ def run_map_stage(
         args = [(unit, key, build.config, build.builder) for unit, key in build.todo]
         if args and not cfg.runner.parallel:
             # In the flow's own (main) thread, where the per-page time limit (SIGALRM) works
-            results = [unit_task(*arg) for arg in args]
+            with progress.watch_map(map_stage.name, args) as watch:
+                for i, arg in enumerate(args):
+                    results.append(unit_task(*arg))
+                    watch.done(i)
         elif args:
             if cfg.runner.task_runner in ("threads", "dask"):  # Dask workers run units on threads
                 get_run_logger().warning(
                     f"on {cfg.runner.task_runner}, time limits inside units (extract.timeout_s) "
                     "cannot interrupt"
                 )
+            progress.listen()  # a pool's workers start below, and inherit it
             workers_start_s = start_workers(cfg.runner, map_stage.process.__module__)
-            futures = unit_task.map(*(list(column) for column in zip(*args, strict=True)))
-            wait(futures)  # every unit ends before an error releases the lock
-            results = [future.result() for future in futures]
+            results = _map_units(map_stage.name, unit_task, args)
         manifest = stage.finish(build, results)
         publish_stage(ws, map_stage, manifest)
         result = stage.build_summary(build, manifest)
         return {**result, "workers_start_s": round(workers_start_s, 3)}
+
+
+def _map_units(label: str, unit_task: Task, args: list[tuple[Any, ...]]) -> list[Any]:
+    """The unit task mapped over args, with progress: from the workers' reports where they
+    reach this machine, else (remote Dask workers) as units finish."""
+    with progress.watch_map(label, args) as watch:
+        futures = unit_task.map(*(list(column) for column in zip(*args, strict=True)))
+        for i, future in enumerate(futures):
+            future.add_done_callback(lambda _, i=i: watch.done(i))
+        wait(futures)  # every unit ends before an error releases the lock
+        return [future.result() for future in futures]

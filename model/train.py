@@ -6,6 +6,11 @@ step, data cursor and RNG: a resumed run continues exactly where the saved one w
 warmup then cosine decay, gradient accumulation and clipping, a step and a time budget. A
 non-finite loss stops the run with an error and leaves the last good checkpoint in place.
 
+A session is what one set of training tokens gets: `max_steps` steps, or `time_budget_s` seconds
+of training when that comes first, counted over the resumes of a killed session. The checkpoint
+records how far the session got (`step`, `session_s`) and, at its end, why it ended (`stopped`):
+a finished session trains no more on the same tokens, and new tokens start a new session.
+
 Multi-process data parallel: `torchrun --nproc_per_node=N -m model.train -c CONFIG`.
 """
 
@@ -33,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.data import WindowLoader, eval_windows, load_split
 from model.gpt import GPT, GPTConfig
+from model.runs import PROGRESS_FILE, PROGRESS_KEYS, session_over
 from pipeline.config import RunConfig, TrainConfig, load_config
 from pipeline.crash import crash_point
 from pipeline.datasets import Dataset
@@ -76,6 +82,8 @@ def save_checkpoint(folder: Path, model: GPT, state: dict[str, Any]) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     save_model(model, str(fresh / "model.safetensors"))
+    progress = {key: state[key] for key in PROGRESS_KEYS}  # readable without torch (status)
+    (fresh / PROGRESS_FILE).write_text(json.dumps(progress))
     torch.save(state, fresh / "state.pt")
     (fresh / "config.json").write_text(json.dumps(state["model"], indent=2))
     old = folder.with_name(folder.name + ".old")
@@ -249,6 +257,7 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
         world_size,
     )
     step = session_start = 0  # a session trains max_steps steps from session_start
+    session_s = 0.0  # seconds this session has trained, before this process
     if resuming:
         try:
             optimizer.load_state_dict(state["optimizer"])
@@ -262,6 +271,7 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
         if state.get("data_digest", data_digest) == data_digest:
             loader.load_state(state["cursor"])  # the same session, after a stop
             session_start = int(state.get("session_start", 0))
+            session_s = float(state.get("session_s", 0.0))
         else:  # new data (a scheduled crawl-and-train): max_steps more, from the new data's start
             session_start = step
             log(f"train: run {tc.run} continues from step {step} on new data ({shards.version})")
@@ -278,6 +288,7 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
                     "model": model.config.to_dict(),
                     "params": model.num_params(),
                     "shards_version": shards.version,
+                    "shards_content": shards.manifest.content,
                     "tokenizer_version": shards.manifest.stats["tokenizer_version"],
                     "started_from": started_from,
                 },
@@ -292,10 +303,16 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
     tokens_per_step = tc.batch_size * tc.context * tc.grad_accum * world_size
     log(f"train: {model.num_params():,} parameters on {device} x{world_size}, from step {step}")
 
-    started, last = time.perf_counter(), {"step": step}
     first_step = step
     last_step = session_start + tc.max_steps
-    while step < last_step:
+    # the session's time goes on from its checkpoint, so a resumed session keeps its budget
+    # and its place on a time schedule
+    call_started = time.perf_counter()
+    started = call_started - session_s
+    # None while the session goes on: a raised max_steps or time budget continues one that ended
+    stopped = session_over(step, last_step, session_s, tc)
+    last: dict[str, Any] = {"step": step}
+    while stopped is None:
         crash_point("train.step")
         so_far = _agreed(time.perf_counter() - started, world_size, device)
         lr = lr_at(step - session_start, tc, so_far)
@@ -321,19 +338,16 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        elapsed = time.perf_counter() - started
-        # every process stops together
-        out_of_time = tc.time_budget_s is not None and (
-            _agreed(elapsed, world_size, device) >= tc.time_budget_s
-        )
-        done = step >= last_step or out_of_time
+        session_s = _agreed(time.perf_counter() - started, world_size, device)  # stop together
+        stopped = session_over(step, last_step, session_s, tc)
+        done = stopped is not None
         last = {
             "step": step,
             "loss": round(loss_value, 5),
             "lr": float(f"{lr:.6g}"),
             "grad_norm": round(float(grad_norm), 4),
             "tokens_per_s": round(tokens_per_step / (time.perf_counter() - step_started), 1),
-            "elapsed_s": round(elapsed, 2),
+            "elapsed_s": round(session_s, 2),
         }
         if rank == 0 and (step % tc.eval_interval == 0 or done):
             last.update(evaluate(model, eval_sets, device))
@@ -354,16 +368,19 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
                         "rng": torch.get_rng_state(),
                         "data_digest": data_digest,
                         "session_start": session_start,
+                        "session_s": round(session_s, 3),
+                        # None in a checkpoint taken on the way: a session killed after it
+                        # resumes from it
+                        "stopped": stopped,
                     },
                 )
                 push_run(ws, run_dir, tc.run)
-        if out_of_time:
-            break
 
     if rank == 0:
         _finish(run_dir, model, tc, ws, device)
         push_run(ws, run_dir, tc.run, checkpoint=False)  # the loop pushed the last one
-        last["train_s"] = round(time.perf_counter() - started, 2)
+        last["stopped"] = stopped
+        last["train_s"] = round(time.perf_counter() - call_started, 2)
         last["steps_run"] = step - first_step
         last["params"] = model.num_params()
     if world_size > 1:
@@ -438,54 +455,6 @@ def sample(
     out = model.generate(idx, tokens, temperature=temperature, top_k=top_k, generator=generator)
     model.train()
     return tokenizer.decode(out[0].tolist())
-
-
-def run_status(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
-    """The configured run: missing, unfinished (its session has not trained max_steps steps
-    yet), stale (trained on other shards, or with other settings) or up to date; with its step
-    and last evaluation."""
-    with run_folder(ws, cfg.train.run) as run_dir:
-        if not (run_dir / "run.json").exists():
-            return {"run": cfg.train.run, "state": "missing", "reasons": ["never trained"]}
-        recorded = json.loads((run_dir / "run.json").read_text())
-        folder = checkpoint_folder(run_dir)
-        saved = torch.load(folder / "state.pt", weights_only=True) if folder else {}
-        step, session_start = int(saved.get("step", 0)), int(saved.get("session_start", 0))
-        metrics = run_dir / "metrics.jsonl"
-        logged = metrics.read_text().splitlines() if metrics.exists() else []
-    reasons = []
-    current_shards = ws.current_version("shards")
-    if recorded["shards_version"] != current_shards:
-        reasons.append(f"shards changed: {recorded['shards_version']} -> {current_shards}")
-    settings = cfg.train.model_dump(mode="json")
-    for key in MODEL_AND_DATA_KEYS:
-        if recorded["train"].get(key) != settings[key]:
-            reasons.append(
-                f"train.{key} changed: {recorded['train'].get(key)!r} -> {settings[key]!r}"
-            )
-    state = "stale" if reasons else "up to date"
-    if not reasons and step < session_start + cfg.train.max_steps:
-        state, reasons = "unfinished", [f"at step {step} of {session_start + cfg.train.max_steps}"]
-    last_eval = {}
-    for line in logged:
-        row = json.loads(line)
-        last_eval = {k: v for k, v in row.items() if k.endswith("bits_per_byte")} or last_eval
-    return {"run": cfg.train.run, "state": state, "reasons": reasons, "step": step, **last_eval}
-
-
-# Settings that change what a run learns from or what it is; the rest (budgets, intervals,
-# samples) can change between resumed sessions of one run.
-MODEL_AND_DATA_KEYS = (
-    "context",
-    "n_layer",
-    "n_head",
-    "n_embd",
-    "dropout",
-    "batch_size",
-    "grad_accum",
-    "seed",
-    "optimizer",
-)
 
 
 def _agreed(seconds: float, world_size: int, device: str) -> float:

@@ -7,7 +7,9 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial, wraps
@@ -18,14 +20,25 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from model.runs import run_status
 from pipeline import stage as stage_api
 from pipeline.config import ConfigError, RunConfig, load_config
-from pipeline.datasets import DatasetError
+from pipeline.crawl_and_train import crawl_and_train, skip_reason, train_status
+from pipeline.crawl_and_train import steps as chain_steps
+from pipeline.datasets import Dataset, DatasetError
 from pipeline.runner import make_map
 from pipeline.stages import STAGES, all_statuses, curate_order, get_stage
 from pipeline.workspace import Workspace, WorkspaceLocked
 
-out = Console()
+
+class _Console(Console):
+    """Rich's console, ending as the rest of the CLI does when its reader goes away."""
+
+    def on_broken_pipe(self) -> None:
+        _reader_went_away()
+
+
+out = _Console()
 
 config_option = click.option(
     "--config",
@@ -45,19 +58,46 @@ set_option = click.option(
 )
 
 
+KNOWN_FAILURES = (ConfigError, DatasetError, WorkspaceLocked, KeyError, ValueError, OSError)
+
+
 def fails_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known failures end with a one-line reason and a non-zero exit, not a traceback."""
+    """Every failure ends with one line, `textmill: error: …`, and a non-zero exit (2 for a bad
+    config). An unexpected one (a bug) also names the file its traceback was written to."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DatasetError, WorkspaceLocked, KeyError, ValueError, OSError) as exc:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:
+            _reader_went_away()
+        except KNOWN_FAILURES as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             click.echo(f"textmill: error: {message}", err=True)
             sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        except Exception as exc:
+            click.echo(f"textmill: error: {_internal_error(exc)}", err=True)
+            sys.exit(1)
 
     return wrapper
+
+
+def _reader_went_away() -> None:
+    """Output piped into `head` and the like: stop quietly, as `cat` does (exit 141, SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+    sys.exit(141)
+
+
+def _internal_error(exc: Exception) -> str:
+    """One line for a failure textmill did not foresee; the traceback goes to a file."""
+    fd, path = tempfile.mkstemp(prefix="textmill-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as fh:
+        traceback.print_exception(exc, file=fh)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"unexpected {type(exc).__name__}: {first} (a bug; traceback in {path})"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,12 +152,12 @@ def _run_stages(
     no_prefect: bool,
 ) -> None:
     """Run stages in order, printing what each did. Prefect starts once, at the first stage
-    that has work to do (an up-to-date stage needs no flow run)."""
+    that has work to do: a run with nothing to do never starts it."""
     ws = Workspace(cfg.workspace_root)
     with ExitStack() as prefect_session:
         api = None
 
-        def run_flow(name: str) -> dict[str, Any]:
+        def run_flow(name: str) -> Any:
             nonlocal api
             if api is None:
                 from flows import prefect_api
@@ -126,50 +166,77 @@ def _run_stages(
                 click.echo(f"Prefect API: {api}", err=True)
             return importlib.import_module(f"flows.{name}").run(config_path, overrides, force)
 
+        def run_step(step: str) -> None:
+            _run_stages([step], cfg, config_path, overrides, force, no_prefect)
+
         for name in names:
             if name == "crawl_and_train":
-                if no_prefect:
-                    from pipeline.crawl_and_train import crawl_and_train
-
-                    def run_step(step: str) -> None:
-                        _run_stages([step], cfg, config_path, overrides, force, no_prefect)
-
-                    log = partial(click.echo, err=True)
-                    _print_crawl_and_train(crawl_and_train(cfg, ws, run_step, force, log))
-                else:
-                    _print_crawl_and_train(run_flow(name))
-                continue
-            if name == "crawl":
-                if no_prefect:
-                    from pipeline.crawl.crawler import crawl, crawl_sources
-
-                    with ws.lock("textmill run crawl"):
-                        log = partial(click.echo, err=True)
-                        for source in crawl_sources(cfg):
-                            _print_crawl(crawl(cfg, ws, source, log=log))
-                else:
-                    for summary in run_flow(name).values():
-                        _print_crawl(summary)
-                continue
-            if name == "train":
-                if no_prefect:
-                    from model.train import train
-
-                    with ws.lock("textmill run train"):
-                        log = partial(click.echo, err=True)
-                        _print_train(train(cfg, ws, log=log, restart=force))
-                else:
-                    _print_train(run_flow(name))
-                continue
-            stage = get_stage(name)
-            if no_prefect:
-                _print_result(stage_api.run(stage, cfg, ws, make_map(cfg.runner, name), force))
-                continue
-            current = None if force else stage_api.up_to_date(stage, cfg, ws)
-            if current is not None:
-                _print_result(stage_api.summary(stage, current, built=False))
+                _crawl_and_train(cfg, ws, run_flow, run_step, force, no_prefect)
+            elif name == "crawl":
+                _crawl(cfg, ws, run_flow, no_prefect)
+            elif name == "train":
+                _train(cfg, ws, run_flow, force, no_prefect)
             else:
-                _print_result(run_flow(name))
+                _stage(name, cfg, ws, run_flow, force, no_prefect)
+
+
+RunFlow = Callable[[str], Any]
+
+
+def _crawl_and_train(
+    cfg: RunConfig,
+    ws: Workspace,
+    run_flow: RunFlow,
+    run_step: Callable[[str], None],
+    force: bool,
+    no_prefect: bool,
+) -> None:
+    idle = not force and all(skip_reason(step, cfg, ws) for step in chain_steps(cfg))
+    if no_prefect or idle:  # the plain chain; with nothing to do it runs no step
+        log = partial(click.echo, err=True)
+        _print_crawl_and_train(crawl_and_train(cfg, ws, run_step, force, log))
+    else:
+        _print_crawl_and_train(run_flow("crawl_and_train"))
+
+
+def _crawl(cfg: RunConfig, ws: Workspace, run_flow: RunFlow, no_prefect: bool) -> None:
+    if not no_prefect:
+        for summary in run_flow("crawl").values():
+            _print_crawl(summary)
+        return
+    from pipeline.crawl.crawler import crawl, crawl_sources
+
+    with ws.lock("textmill run crawl"):
+        log = partial(click.echo, err=True)
+        for source in crawl_sources(cfg):
+            _print_crawl(crawl(cfg, ws, source, log=log))
+
+
+def _train(cfg: RunConfig, ws: Workspace, run_flow: RunFlow, force: bool, no_prefect: bool) -> None:
+    run = run_status(cfg, ws)
+    if run["state"] == "up to date" and not force:
+        click.echo(f"train: run {run['run']} is up to date at step {run['step']}")
+    elif not no_prefect:
+        _print_train(run_flow("train"))
+    else:
+        from model.train import train  # imports torch: only when it trains here
+
+        with ws.lock("textmill run train"):
+            _print_train(train(cfg, ws, log=partial(click.echo, err=True), restart=force))
+
+
+def _stage(
+    name: str, cfg: RunConfig, ws: Workspace, run_flow: RunFlow, force: bool, no_prefect: bool
+) -> None:
+    stage = get_stage(name)
+    if no_prefect:
+        _print_result(stage_api.run(stage, cfg, ws, make_map(cfg.runner, name), force))
+        return
+    current = None if force else stage_api.up_to_date(stage, cfg, ws)
+    if current is not None:
+        _print_result(stage_api.summary(stage, current, built=False))
+    else:
+        _print_result(run_flow(name))
 
 
 def _print_crawl_and_train(result: dict[str, Any]) -> None:
@@ -236,8 +303,10 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     cfg = load_config(config_path, overrides)
     ws = Workspace(cfg.workspace_root)
     statuses = all_statuses(cfg, ws)
+    run = train_status(cfg, ws, statuses)
     if as_json:
-        out.print_json(json.dumps([s.as_dict() for s in statuses]))
+        training = {"stage": "train", **run}
+        out.print_json(json.dumps([*(s.as_dict() for s in statuses), training]))
         return
     table = Table(title=f"workspace {ws.root}")
     for column in ("stage", "state", "version", "docs", "dropped", "errors"):
@@ -260,9 +329,6 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"{s.stage} dropped: " + ", ".join(f"{r} {n}" for r, n in s.dropped.items()))
         for reason in s.reasons if s.state == "stale" else []:
             click.echo(f"{s.stage} is stale: {reason}")
-    from pipeline.crawl_and_train import train_status
-
-    run = train_status(cfg, ws, statuses)
     scores = ", ".join(f"{k} {v}" for k, v in run.items() if k.endswith("bits_per_byte"))
     click.echo(
         f"train (run {run['run']}): {run['state']}"
@@ -274,6 +340,33 @@ def status(config_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     holder = ws.lock_holder()
     if holder:
         click.echo(f"locked by {holder.get('purpose')} (pid {holder.get('pid')})")
+
+
+@main.command()
+@click.argument("stage_name", metavar="STAGE", type=click.Choice(list(STAGES)))
+@click.argument("version", required=False)
+@config_option
+@fails_cleanly
+def use(stage_name: str, version: str | None, config_path: str) -> None:
+    """Make a committed VERSION of STAGE current again (e.g. go back to the version before a
+    rebuild); without VERSION, list the committed versions. The stages after it then read it:
+    `textmill status` shows which became stale. Versions are kept until `textmill gc`."""
+    cfg = load_config(config_path)
+    ws = Workspace(cfg.workspace_root)
+    committed = ws.committed_versions(stage_name)
+    current = ws.current_version(stage_name)
+    if version is None:
+        for name in committed:
+            manifest = Dataset(ws, stage_name, name).manifest
+            mark = "*" if name == current else " "
+            click.echo(f"{mark} {name}  {manifest.created_at[:19]}  {manifest.docs_out:,} out")
+        return
+    if version not in committed:
+        known = ", ".join(committed) or "none"
+        raise DatasetError(f"{stage_name} has no committed version {version!r}; committed: {known}")
+    with ws.lock(f"textmill use {stage_name}"):
+        ws.set_current(stage_name, version)
+    click.echo(f"{stage_name}: version {version} is current (was {current})")
 
 
 @main.command()

@@ -6,6 +6,7 @@ are applied to the parsed YAML before validation, so they are checked exactly li
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from datetime import datetime
@@ -53,13 +54,16 @@ class Section(BaseModel):
 
 class SourceConfig(Section):
     """Where documents come from. `warc` lists existing WARC/ARC files and `documents` existing
-    document files (JSONL, JSONL.gz or Parquet with a `text` field; paths or globs, relative to
-    the config file); crawled sources add their generations under `<root>/crawl/<name>/`."""
+    document files (JSONL, JSONL.gz or Parquet; paths or globs, relative to the config file),
+    whose text and id fields `text_key` and `id_key` name (datatrove's reader options); crawled
+    sources add their generations under `<root>/crawl/<name>/`."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: SourceKind = "web"
     warc: list[str] = Field(default_factory=list)
     documents: list[str] = Field(default_factory=list)
+    text_key: str = Field(default="text", min_length=1)  # documents: the field holding the text
+    id_key: str = Field(default="id", min_length=1)  # documents: the field holding the id
     # what `textmill run crawl` fetches for this source (pipeline/crawl/):
     seeds: list[str] = Field(default_factory=list)  # web: start pages; links followed in scope
     feeds: list[str] = Field(default_factory=list)  # article: RSS/Atom/JSON feeds
@@ -683,11 +687,42 @@ class RunConfig(Section):
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`extract.timeout_s=2` -> (["extract", "timeout_s"], 2); the value is read as YAML."""
+    """`extract.timeout_s=2` -> (["extract", "timeout_s"], 2). The value is read as YAML, and
+    taken as the string it is when it is not YAML (`*/30 * * * *`, `[1, 2`): validation then
+    judges it like any other value."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. extract.timeout_s=2")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """ " (did you mean min_score?)" for a misspelt name, else ""."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model that holds the key at `loc` (a pydantic error location), if any."""
+    model: Any = RunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # an item of a list, such as sources.0
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = next(iter(getattr(annotation, "__args__", ())), annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def unknown_key_message(model: type[BaseModel] | None, key: str) -> str:
+    choices = list(model.model_fields) if model else []
+    return f"unknown key{did_you_mean(key, choices)}"
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> dict[str, Any]:
@@ -708,7 +743,11 @@ def _format_errors(origin: str, error: ValidationError) -> str:
     problems = []
     for err in error.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        problems.append(f"{key}: {err['msg']}")
+        if err["type"] == "extra_forbidden":
+            message = unknown_key_message(_model_at(err["loc"]), str(err["loc"][-1]))
+        else:
+            message = err["msg"]
+        problems.append(f"{key}: {message}")
     return f"{origin}: invalid config: " + "; ".join(problems)
 
 

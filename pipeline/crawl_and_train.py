@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from model.train import run_status
+from model.runs import run_status
 from pipeline import stage as stage_api
 from pipeline.config import RunConfig
 from pipeline.crawl.crawler import crawlable
@@ -43,14 +43,16 @@ def skip_reason(step: str, cfg: RunConfig, ws: Workspace, force: bool = False) -
         run = run_status(cfg, ws)
         if run["state"] != "up to date":
             return None
-        return f"run {cfg.train.run} is up to date at step {run['step']}"
+        return f"run {cfg.train.run} is up to date ({run['session']})"
     current = stage_api.up_to_date(get_stage(step), cfg, ws)
     return None if current is None else f"up to date ({current.version})"
 
 
 def train_status(cfg: RunConfig, ws: Workspace, statuses: list[StageStatus]) -> dict[str, Any]:
-    """The run's status (model/train.py's run_status), judged with the stages' statuses too:
-    a run trained on the current shards is stale while those shards are themselves stale."""
+    """The run's status (model/train.py's run_status, a JSON-ready dict), judged with the
+    stages' statuses too: a run trained on the current shards is stale while those shards are
+    themselves stale. A run whose session ended at its time budget is up to date, as one that
+    trained max_steps steps; one killed before either is unfinished."""
     run = run_status(cfg, ws)
     shards = next(s for s in statuses if s.stage == "shards")
     if run["state"] == "up to date" and shards.state != "up to date":

@@ -1,11 +1,15 @@
 """Versioned datasets: parts written atomically, a manifest written last, CURRENT moved after it.
 
 A version folder holds one part per work unit (`part-<key>.parquet`), the documents that unit
-dropped (`rejected/part-<key>.parquet`, with a `reason` column), a marker per finished part
-(`_parts/<key>.json`, its row counts, checksum and stats; tools skip `_` names, so the folder
-reads as a Parquet dataset) and, when every part is done,
+dropped (`_rejected/part-<key>.parquet`, with a `reason` column), a marker per finished part
+(`_parts/<key>.json`, its row counts, checksum and stats) and, when every part is done,
 `_manifest.json`. Only a version with a manifest is ever read. A part's key is a digest of its
 input and the stage config, so a finished part is reused by any later build that needs it.
+
+For outside readers the folder is the kept documents: pyarrow (and so polars, Spark) skips `_`
+and `.` names, DuckDB's `read_parquet('<folder>/*.parquet')` reads the top level, and a
+document version's `.huggingface.yaml` tells Hugging Face `datasets` which files are which
+(`load_dataset(folder)`: kept; `load_dataset(folder, "rejected")`: dropped).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pipeline.crash import crash_point
 from pipeline.schema import with_chars
 from pipeline.storage import TMP_MARK, sha256_bytes
 from pipeline.workspace import MANIFEST, Workspace
+
+REJECTED_FOLDER = "_rejected"  # "_": readers of the version folder as a dataset skip it
 
 
 class DatasetError(RuntimeError):
@@ -76,6 +82,13 @@ class Manifest(BaseModel):
     timings: dict[str, float]
     files: list[dict[str, Any]] = Field(default_factory=list)  # stage outputs beside the parts
     stats: dict[str, Any] = Field(default_factory=dict)  # stage-specific figures
+
+    @property
+    def content(self) -> str:
+        """A digest of what the version holds (every part's and output file's sha256), not of
+        its folder name: the stages after it key on this, so a forced rebuild whose output is
+        byte-identical leaves them up to date."""
+        return short_digest([p.sha256 for p in self.parts], [f["sha256"] for f in self.files])
 
 
 class VersionBuilder:
@@ -136,7 +149,7 @@ class VersionBuilder:
             for table in (docs, rejected)
         )
         rel = f"{folder}part-{key}.parquet"
-        rejected_rel = "" if rejected is None else f"rejected/part-{key}.parquet"
+        rejected_rel = "" if rejected is None else f"{REJECTED_FOLDER}/part-{key}.parquet"
         data = storage.write_parquet(f"{self.dir}/{rel}", docs, crash_name="part.write")
         if rejected is not None:
             storage.write_parquet(f"{self.dir}/{rejected_rel}", rejected)
@@ -197,12 +210,27 @@ class VersionBuilder:
             files=files or [],
             stats=stats or {},
         )
+        if any(part.rejected_file for part in parts):  # a document dataset
+            self.ws.storage.write_text(f"{self.dir}/{HF_CONFIGS_FILE}", HF_CONFIGS)
         self.ws.storage.write_json(
             f"{self.dir}/{MANIFEST}", manifest.model_dump(mode="json"), crash_name="manifest.write"
         )
         self.ws.set_current(self.stage, self.version)
         self.ws.remove_uncommitted(self.stage, keep=None)
         return manifest
+
+
+# Hugging Face `datasets` reads a folder's `.huggingface.yaml` as its dataset card header (a
+# README.md would do too, but pyarrow would then fail on a file that is not Parquet).
+HF_CONFIGS_FILE = ".huggingface.yaml"
+HF_CONFIGS = f"""# Read by Hugging Face datasets: load_dataset(folder) gives the kept documents,
+# load_dataset(folder, "rejected") the documents this stage dropped, with their reasons.
+configs:
+- config_name: default
+  data_files: [{{split: train, path: part-*.parquet}}]
+- config_name: rejected
+  data_files: [{{split: train, path: {REJECTED_FOLDER}/part-*.parquet}}]
+"""
 
 
 class Dataset:

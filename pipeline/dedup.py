@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from xxhash import xxh3_64_intdigest
 
-from pipeline import takedown
+from pipeline import progress, takedown
 from pipeline.config import DedupConfig
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
 from pipeline.docmap import PartUnit
@@ -57,7 +57,7 @@ from pipeline.schema import rejected_schema_of
 from pipeline.stage import Build, Reduced
 
 NAME = "dedup"
-CODE_VERSION = f"2+datasketch{version('datasketch')}"
+CODE_VERSION = f"3+datasketch{version('datasketch')}"
 
 ReadTable = Callable[[str, list[str]], pa.Table]  # (path, columns) -> table
 
@@ -326,7 +326,7 @@ def grouped_by_key(
     read back alone and yielded sorted by key, then value. At most about
     cfg.max_partition_rows rows are in memory at once, whatever the corpus size. Each
     partition file is deleted once read."""
-    partitions = max(1, math.ceil(rows / cfg.max_partition_rows))
+    partitions = partition_count(rows, cfg)
     os.makedirs(folder)
     for keys, values in chunks:
         part = keys % np.uint64(partitions)
@@ -345,6 +345,24 @@ def grouped_by_key(
         os.remove(path)
         order = np.lexsort((block["value"], block["key"]))
         yield block["key"][order], block["value"][order]
+
+
+def partition_count(rows: int, cfg: DedupConfig) -> int:
+    return max(1, math.ceil(rows / cfg.max_partition_rows))
+
+
+def _grouped(
+    what: str,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]],
+    rows: int,
+    cfg: DedupConfig,
+    folder: str,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """grouped_by_key, its partitions counted on the progress display."""
+    groups = grouped_by_key(chunks, rows, cfg, folder)
+    return progress.iterate(
+        groups, f"dedup: grouping {what}", partition_count(rows, cfg), "partitions"
+    )
 
 
 def _run_starts(keys: np.ndarray) -> np.ndarray:
@@ -425,11 +443,16 @@ def find_duplicates(
         if cfg.exact:
             docs = np.flatnonzero(with_words)
             chunks = [(corpus.exact_hashes[docs], docs)]
-            exact_pairs = _pairs(grouped_by_key(chunks, len(docs), cfg, f"{tmp}/exact"))
+            exact_pairs = _pairs(_grouped("exact hashes", chunks, len(docs), cfg, f"{tmp}/exact"))
         if cfg.near:
             rows = int(with_words.sum()) * cfg.lsh[0]
-            chunks = _band_rows(corpus, cfg, read, with_words)
-            near_pairs = _pairs(grouped_by_key(chunks, rows, cfg, f"{tmp}/bands"))
+            chunks = progress.iterate(
+                _band_rows(corpus, cfg, read, with_words),
+                "dedup: reading band hashes",
+                len(corpus.files),
+                "parts",
+            )
+            near_pairs = _pairs(_grouped("band buckets", chunks, rows, cfg, f"{tmp}/bands"))
     involved = np.unique(np.concatenate([exact_pairs.ravel(), near_pairs.ravel()]))
     signatures = _signatures_of(corpus, involved, cfg, read) if cfg.near else None
     if cfg.near and cfg.min_similarity is not None and len(near_pairs):
@@ -527,7 +550,7 @@ def repeated_paragraphs(
     with tempfile.TemporaryDirectory(dir=cfg.temp_dir, prefix="textmill-paragraphs-") as tmp:
         chunks = _paragraph_rows(corpus, read, dropped)
         hashes, keepers = [], []
-        for keys, ranks in grouped_by_key(chunks, rows, cfg, f"{tmp}/p"):
+        for keys, ranks in _grouped("paragraphs", chunks, rows, cfg, f"{tmp}/p"):
             starts = np.flatnonzero(_run_starts(keys))
             sizes = np.diff(np.r_[starts, len(keys)])
             common = starts[sizes >= cfg.paragraph_min_docs]
@@ -638,8 +661,9 @@ def _without_repeated(text: str, doc_id_hash: int, repeated: RepeatedParagraphs)
 # ----- the stage: signatures per input part (map), clusters (reduce), then the write-out -----
 
 SIGNATURE_INPUT_COLUMNS = ["id", "text", "url", "generation", "source_kind"]
+SIGNATURE_BATCH_ROWS = 4096  # documents signed at once (each document's signature is its own)
 SIGNATURES_FOLDER = "_signatures/"  # "_": readers of the version folder as a dataset skip it
-CLUSTERS_FILE = "clusters.parquet"
+CLUSTERS_FILE = "_clusters/clusters.parquet"  # "_": not one of the kept documents
 # What the signatures depend on: a change elsewhere (e.g. paragraph_min_docs) reuses them.
 SIGNATURE_SETTINGS = (
     *("exact_include_url", "near", "ngram", "bands", "rows", "lsh_threshold", "num_perm"),
@@ -656,15 +680,22 @@ def signature_part(unit: PartUnit, key: str, cfg: DedupConfig, out: VersionBuild
     """Map: one input part's signatures, cached by the part's content and the settings."""
     started = time.perf_counter()
     docs = out.ws.storage.read_parquet(unit.path, SIGNATURE_INPUT_COLUMNS)
-    return out.write_part(
+    report = progress.unit(key)
+    tables = []  # in batches: progress as it goes, and a bound on the numpy temporaries
+    for start in range(0, max(docs.num_rows, 1), SIGNATURE_BATCH_ROWS):
+        tables.append(signature_table(docs.slice(start, SIGNATURE_BATCH_ROWS), cfg))
+        report.update(start + tables[-1].num_rows)
+    part = out.write_part(
         key,
-        signature_table(docs, cfg),
+        pa.concat_tables(tables).combine_chunks(),
         None,
         folder=SIGNATURES_FOLDER,
         counts={"signed": docs.num_rows},
         seconds=round(time.perf_counter() - started, 3),
         unit={"part": unit.path},
     )
+    report.finish()
+    return part
 
 
 def output_keys(signature_keys: list[str], takedown_digest: str) -> list[str]:
@@ -697,7 +728,13 @@ def write_out(build: Build, parts: list[PartResult]) -> Reduced:
     keys = output_keys([part.key for part in parts], listed_digest)
     done = out.finished_parts(set(keys), elsewhere=False)
     written = []
-    for unit, key in zip(units, keys, strict=True):
+    parts_out = progress.iterate(
+        zip(units, keys, strict=True),
+        "dedup: writing parts",
+        sum(unit.rows for unit in units),
+        weight=lambda unit_key: unit_key[0].rows,
+    )
+    for unit, key in parts_out:
         if key in done:
             written.append(done[key])
             continue

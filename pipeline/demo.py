@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import pyarrow.compute as pc
 
 from model.baselines import unigram_loss, unigram_probs
-from model.train import run_status
+from model.runs import run_status
 from pipeline.config import RunConfig
 from pipeline.crawl.crawler import crawl_sources
 from pipeline.datasets import Dataset

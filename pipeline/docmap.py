@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import takedown
+from pipeline import progress, takedown
 from pipeline.config import ConfigError, Section
 from pipeline.datasets import Dataset, PartResult, VersionBuilder, short_digest
 from pipeline.schema import rejected_schema_of
@@ -118,8 +118,10 @@ def map_documents(
     kept: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     counts: Counter[str] = Counter()
+    report = progress.unit(key)
     for batch in storage.iter_parquet_batches(unit.path, None, BATCH_ROWS):
         for doc in batch.to_pylist():
+            report.advance()
             entry = takedown.matches(listed, doc.get("url"), doc.get("hostname"))
             if entry is not None:
                 rejected.append(takedown.rejected_row(doc, entry, stage))
@@ -130,7 +132,7 @@ def map_documents(
             else:
                 reason, detail = verdict
                 rejected.append({**doc, "stage": stage, "reason": reason, "detail": detail})
-    return out.write_part(
+    part = out.write_part(
         key,
         pa.Table.from_pylist(kept, schema=schema),
         pa.Table.from_pylist(rejected, schema=rejected_schema),
@@ -139,3 +141,5 @@ def map_documents(
         seconds=round(time.perf_counter() - started, 3),
         unit={"part": unit.path},
     )
+    report.finish()
+    return part

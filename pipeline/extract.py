@@ -13,9 +13,11 @@ damage, and the error (file and byte offset) is recorded in the manifest. Plain-
 `book` sources lose Project Gutenberg's license header and footer (pipeline/gutenberg.py).
 
 Document files a source lists (`documents:` JSONL or Parquet, e.g. a corpus made elsewhere) are
-imported as they are: `text` is required, `id`, `url`, `title`, `author`, `date`, `language`
-and `license` are kept when present; `warc_file` and `warc_offset` then name the file and the
-line (or row) a document came from. Rows without text are rejected as `empty_text`.
+imported as they are: the text (field `text`, or the source's `text_key`) is required; the id
+(`id`, or `id_key`), `url`, `title`, `author`, `date`, `language` and `license` are kept when
+present; `warc_file` and `warc_offset` then name the file and the line (or row, from 1) a
+document came from. Rows without text are rejected as `empty_text`; a file none of whose rows
+has the text field is a config error (the field is named otherwise: set `text_key`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import pyarrow.parquet as pq
 import trafilatura
 from trafilatura.utils import decode_file, load_html
 
-from pipeline import gutenberg, takedown
+from pipeline import gutenberg, progress, takedown
 from pipeline.config import ConfigError, ExtractConfig, RunConfig
 from pipeline.crash import crash_point
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
@@ -52,7 +54,7 @@ from pipeline.workspace import Workspace
 
 NAME = "extract"
 # What the output depends on besides the config: this module, and the libraries that parse.
-CODE_VERSION = f"5+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
+CODE_VERSION = f"6+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}
@@ -88,6 +90,8 @@ class InputFile:
     sha256: str
     size: int
     takedown: str = ""  # digest of the workspace's takedown list: which documents it drops
+    text_key: str = "text"  # document files: the fields holding each document's text and id
+    id_key: str = "id"
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Unit:
 def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
     """Every input file, in a stable order: crawl generations first, then listed files."""
     found: list[tuple[str, str, str, str, str | None]] = []  # url, path, source, kind, gen
+    keys = {s.name: {"text_key": s.text_key, "id_key": s.id_key} for s in cfg.sources}
     for source in cfg.sources:
         generations = ws.generations(source.name)
         if cfg.extract.generation_window:
@@ -139,7 +144,7 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
     digests = ws.file_digests([url for url, *_ in found])
     listed = takedown.digest(takedown.load(ws))
     return [
-        InputFile(url, path, source, kind, gen, *digests[url], takedown=listed)
+        InputFile(url, path, source, kind, gen, *digests[url], takedown=listed, **keys[source])
         for url, path, source, kind, gen in found
     ]
 
@@ -162,6 +167,7 @@ def version_inputs(files: list[InputFile]) -> list[dict[str, Any]]:
             "sha256": f.sha256,
             "size": f.size,
             "takedown": f.takedown,
+            "fields": [f.text_key, f.id_key],
         }
         for f in files
     ]
@@ -204,12 +210,14 @@ def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) 
     rejected: list[dict] = []
     counts: Counter[str] = Counter()
     problems: list[dict] = []
+    report = progress.unit(key)  # bytes of the unit read so far, and documents
     if unit.file.path.endswith(DOCUMENT_SUFFIXES):
         for doc in import_documents(unit.file, problems):
             counts["imported"] += 1
+            report.update(0, counts["imported"])  # where a text stream is, is unknown
             (rejected if "reason" in doc else docs).append(doc)
     else:
-        _extract_records(unit, cfg, docs, rejected, counts, problems)
+        _extract_records(unit, cfg, docs, rejected, counts, problems, report)
     docs, taken_down = takedown.screen(
         docs, takedown.load_checked(out.ws, unit.file.takedown, NAME), NAME
     )
@@ -227,6 +235,7 @@ def process_unit(unit: Unit, key: str, cfg: ExtractConfig, out: VersionBuilder) 
         unit=unit.describe(),
     )
     crash_point("unit.done")
+    report.finish(docs=len(docs) + len(rejected))
     return part
 
 
@@ -237,11 +246,13 @@ def _extract_records(
     rejected: list[dict],
     counts: Counter[str],
     problems: list[dict],
+    report: progress.UnitProgress,
 ) -> None:
     by_record_id: dict[str, dict] = {}  # this unit's documents, for the metadata that follows them
     with open_binary(unit.file.url) as fh:
         try:
             for item in iter_records(fh, unit.start, unit.end, problems):
+                report.update(item.offset - unit.start, len(docs) + len(rejected))
                 crash_point("extract.record")
                 counts[f"records_{item.record.rec_type}"] += 1
                 if item.record.rec_type == "metadata":
@@ -292,39 +303,54 @@ def apply_source_metadata(
 
 def import_documents(file: InputFile, problems: list[dict]) -> Iterator[dict]:
     """The documents of a JSONL(.gz) or Parquet file; a bad line is one recorded problem."""
+    rows = with_text = 0
+    fields_seen: set[str] = set()
     for line, row in _document_rows(file, problems):
         if not isinstance(row, dict):
             problems.append({"line": line, "error": f"expected a JSON object, got {type(row)}"})
             continue
-        url = row.get("url")
-        doc = {
-            "id": str(row.get("id") or short_digest(f"{file.sha256}:{line}")),
-            "text": row.get("text") or "",
-            "source": file.source,
-            "source_kind": file.kind,
-            "generation": file.generation,
-            "warc_file": file.path,
-            "warc_offset": line,
-            "hostname": _hostname(url),
-            **{name: _as_text(row.get(name)) for name in IMPORTED_FIELDS},
-        }
-        if not isinstance(doc["text"], str) or not doc["text"].strip():
-            yield _reject(doc, "empty_text", f"line {line}: no text")
-        else:
-            yield doc
+        rows += 1
+        with_text += file.text_key in row
+        fields_seen.update(row)
+        yield _imported_document(file, line, row)
+    if rows and not with_text:
+        raise ConfigError(
+            f"sources.{file.source}.documents: {file.path}: no row has a {file.text_key!r} "
+            f"field (fields: {', '.join(sorted(fields_seen)[:12])}); name it with "
+            f"sources.{file.source}.text_key"
+        )
+
+
+def _imported_document(file: InputFile, line: int, row: dict[str, Any]) -> dict:
+    url = row.get("url")
+    doc = {
+        "id": str(row.get(file.id_key) or short_digest(f"{file.sha256}:{line}")),
+        "text": row.get(file.text_key) or "",
+        "source": file.source,
+        "source_kind": file.kind,
+        "generation": file.generation,
+        "warc_file": file.path,
+        "warc_offset": line,
+        "hostname": _hostname(url),
+        **{name: _as_text(row.get(name)) for name in IMPORTED_FIELDS},
+    }
+    if not isinstance(doc["text"], str) or not doc["text"].strip():
+        return _reject(doc, "empty_text", f"line {line}: no text")
+    return doc
 
 
 def _document_rows(file: InputFile, problems: list[dict]) -> Iterator[tuple[int, Any]]:
+    """(line, row) from 1, as editors and error messages count lines (Parquet: rows)."""
     if file.path.endswith(".parquet"):
         with fsspec.open(file.url, "rb") as fh:
-            line = 0
+            line = 1
             for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024):
                 for row in batch.to_pylist():
                     yield line, row
                     line += 1
         return
     with fsspec.open(file.url, "rt", encoding="utf-8", compression="infer") as fh:
-        for line, text in enumerate(fh):
+        for line, text in enumerate(fh, start=1):
             if not text.strip():
                 continue
             try:

@@ -26,7 +26,7 @@ from pipeline.config import ConfigError, FilterConfig
 from pipeline.filters import FILTERS, Document, Filter
 
 NAME = "filter"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 DocumentFn = Callable[[dict[str, Any], Counter], tuple[str, str] | None]
 

@@ -21,7 +21,14 @@ import pyarrow as pa
 from pydantic import ValidationError
 
 from pipeline import filter as filter_stage
-from pipeline.config import DOCUMENT_STAGES, ConfigError, FilterConfig, RunConfig, apply_overrides
+from pipeline.config import (
+    DOCUMENT_STAGES,
+    ConfigError,
+    FilterConfig,
+    RunConfig,
+    apply_overrides,
+    unknown_key_message,
+)
 from pipeline.datasets import Dataset, DatasetError
 from pipeline.dedup import CLUSTERS_FILE
 from pipeline.filters import FILTERS
@@ -607,6 +614,12 @@ def _overridden(old: FilterConfig, overrides: list[str]) -> FilterConfig:
                 f"filter.<step>.<setting>=VALUE, with <step> one of {', '.join(old.steps)}"
             )
         step, setting = keys[1], keys[2]
+        section = type(getattr(old, step))
+        if setting not in section.model_fields:
+            raise ConfigError(
+                f"--set {text}: filter.{step}.{setting}: {unknown_key_message(section, setting)}; "
+                f"thresholds of {step}: {', '.join(sorted(THRESHOLDS[step] | STEP_SETTINGS))}"
+            )
         if setting not in THRESHOLDS[step] | STEP_SETTINGS:
             raise ConfigError(
                 f"--set {text}: filter.{step}.{setting} changes what the filter scores, so stored "

@@ -153,13 +153,14 @@ class _Chain:
 
     def _inputs(self, stage: str, manifest: Manifest) -> list[str]:
         recorded = manifest.inputs
+        built_from = manifest.stats  # the very folders the build read (its key: their content)
         if stage == "shards":
             return [
-                self.visit("tokenizer", recorded["tokenizer"]),
-                self.visit(recorded["dataset"], recorded["dataset_version"]),
+                self.visit("tokenizer", built_from["tokenizer_version"]),
+                self.visit(built_from["dataset"], built_from["dataset_version"]),
             ]
         if stage == "tokenizer":
-            return [self.visit(recorded["dataset"], recorded["version"])]
+            return [self.visit(built_from["dataset"], built_from["dataset_version"])]
         if isinstance(recorded, dict):  # a document stage reading another: by content
             upstream = recorded["dataset"]
             return [self.visit(upstream, self._version_with(upstream, recorded, manifest))]

@@ -2,20 +2,19 @@
 Dask cluster.
 
 The Prefect flows map the same functions with Prefect's task runners; this is the plain path
-(`textmill run --no-prefect`, tests, debugging), with a progress bar on a terminal.
+(`textmill run --no-prefect`, tests, debugging). Its progress is in documents (or bytes) with
+rate and ETA (pipeline/progress.py): a bar on a terminal, else a line on stderr now and then.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+from pipeline import progress
 from pipeline.config import RunnerConfig
 
 
@@ -23,13 +22,13 @@ def make_map(runner: RunnerConfig, label: str = "units") -> Callable[..., list[A
     """A `map_fn(fn, [args, ...])` that keeps the input order in its results."""
 
     def map_fn(fn: Callable[..., Any], args: list[tuple[Any, ...]]) -> list[Any]:
-        with _progress() as progress:
-            bar = progress.add_task(label, total=len(args))
+        progress.listen()  # before the pool starts: its workers inherit where to report
+        with progress.watch_map(label, args) as watch:
             if not runner.parallel or len(args) <= 1:
                 results = []
-                for item in args:
+                for i, item in enumerate(args):
                     results.append(fn(*item))
-                    progress.advance(bar)
+                    watch.done(i)
                 return results
             with _executor(runner) as pool:
                 futures = {pool.submit(fn, *item): i for i, item in enumerate(args)}
@@ -37,7 +36,7 @@ def make_map(runner: RunnerConfig, label: str = "units") -> Callable[..., list[A
                 try:
                     for future in as_completed(futures):
                         results[futures[future]] = future.result()
-                        progress.advance(bar)
+                        watch.done(futures[future])
                 except BaseException:
                     for future in futures:  # units not started yet never start
                         future.cancel()
@@ -65,14 +64,3 @@ def _executor(runner: RunnerConfig) -> Iterator[Executor]:
         pool = ProcessPoolExecutor(runner.workers, mp_context=multiprocessing.get_context("spawn"))
     with pool:
         yield pool
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not sys.stderr.isatty(),
-        transient=True,
-    )

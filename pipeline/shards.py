@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import progress
 from pipeline import tokenizer as tokenizer_stage
 from pipeline.config import ConfigError, RunConfig, ShardsConfig
 from pipeline.datasets import Dataset, PartResult, VersionBuilder, short_digest
@@ -39,7 +40,7 @@ from pipeline.storage import sha256_bytes
 from pipeline.workspace import Workspace
 
 NAME = "shards"
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 SPLITS = ("train", "val")
 INDEX_SCHEMA = pa.schema(
     [
@@ -60,7 +61,7 @@ class Unit:
     part: str  # workspace-relative path of one dataset part
     part_sha256: str
     tokenizer_path: str
-    tokenizer_version: str
+    tokenizer_content: str  # the tokenizer version's content digest
     val_fraction: float
 
 
@@ -72,7 +73,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def list_inputs(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
-    tokenizer_version, tokenizer_path = tokenizer_stage.current(ws)
+    tokenizer, tokenizer_path = tokenizer_stage.current(ws)
     dataset = Dataset.current(ws, cfg.tokenizer.dataset)
     eval_sets = {}
     for name, path in sorted(cfg.shards.eval_sets.items()):
@@ -82,10 +83,12 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
         except FileNotFoundError:
             raise ConfigError(f"shards.eval_sets.{name}: file not found: {url}") from None
     return {
-        "tokenizer": tokenizer_version,
+        "tokenizer": tokenizer.version,
+        "tokenizer_content": tokenizer.content,
         "tokenizer_path": tokenizer_path,
         "dataset": dataset.stage,
         "dataset_version": dataset.version,
+        "dataset_content": dataset.manifest.content,
         "parts": [(f"{dataset.dir}/{p.file}", p.sha256) for p in dataset.manifest.parts],
         "val_fraction": cfg.tokenizer.val_fraction,
         "eval_sets": eval_sets,
@@ -93,17 +96,21 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> dict[str, Any]:
 
 
 def describe_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the shards depend on: the contents of the tokenizer and the dataset, not their
+    folder names (a byte-identical forced rebuild of either leaves the shards up to date)."""
     return {
-        "tokenizer": inputs["tokenizer"],
+        "tokenizer": inputs["tokenizer_content"],
         "dataset": inputs["dataset"],
-        "dataset_version": inputs["dataset_version"],
+        "dataset_content": inputs["dataset_content"],
         "eval_sets": {name: e["sha256"] for name, e in inputs["eval_sets"].items()},
     }
 
 
 def plan_units(cfg: RunConfig, ws: Workspace, inputs: dict[str, Any]) -> list[Unit]:
     return [
-        Unit(part, sha, inputs["tokenizer_path"], inputs["tokenizer"], inputs["val_fraction"])
+        Unit(
+            part, sha, inputs["tokenizer_path"], inputs["tokenizer_content"], inputs["val_fraction"]
+        )
         for part, sha in inputs["parts"]
     ]
 
@@ -136,12 +143,14 @@ def encode_part(unit: Unit, key: str, cfg: ShardsConfig, out: VersionBuilder) ->
 
     chunks: list[np.ndarray] = []
     lengths: list[int] = []
+    report = progress.unit(key, len(texts))  # the parent knows a part's path, not its size
     for start in range(0, len(texts), 1024):  # bounded memory for huge parts
         batch = texts[start : start + 1024]
         for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
             tokens = np.asarray([*encoding.ids, eot], dtype=dtype)
             chunks.append(tokens)
             lengths.append(len(tokens))
+        report.advance(len(batch))
     stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if lengths else []
 
@@ -163,7 +172,7 @@ def encode_part(unit: Unit, key: str, cfg: ShardsConfig, out: VersionBuilder) ->
         schema=INDEX_SCHEMA,
     )
     rejected = pa.table({"id": pa.array([], pa.string()), "reason": pa.array([], pa.string())})
-    return out.write_part(
+    part = out.write_part(
         key,
         index,
         rejected,
@@ -172,6 +181,8 @@ def encode_part(unit: Unit, key: str, cfg: ShardsConfig, out: VersionBuilder) ->
         unit={"part": unit.part},
         extra_files=[tokens_file],
     )
+    report.finish()
+    return part
 
 
 def _special_tokens(tokenizer: Any) -> list[str]:

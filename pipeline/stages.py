@@ -69,7 +69,7 @@ TOKENIZER = MapStage(
     upstream=lambda cfg: (cfg.tokenizer.dataset,),
     section=lambda cfg: cfg.tokenizer,
     list_inputs=tokenizer.list_inputs,
-    describe_inputs=lambda inputs: inputs,
+    describe_inputs=tokenizer.describe_inputs,
     reduce=tokenizer.train,
     headline=tokenizer.headline,
 )
@@ -185,24 +185,39 @@ def _why_stale(stage: MapStage, cfg: RunConfig, manifest: Any, inputs: Any) -> l
     if manifest.code_version != stage.code_version:
         reasons.append(f"code changed (v{manifest.code_version} -> v{stage.code_version})")
     config = stage.section(cfg).model_dump(mode="json")
-    for name in sorted(set(config) | set(manifest.config)):
-        old, new = manifest.config.get(name), config.get(name)
-        if old != new:
-            reasons.append(f"{stage.name}.{name} changed: {old!r} -> {new!r}")
+    reasons += [
+        f"{key} changed: {old!r} -> {new!r}"
+        for key, old, new in changed_settings(stage.name, manifest.config, config)
+    ]
     if inputs != manifest.inputs:
         reasons += _describe_input_change(manifest.inputs, inputs)
     return reasons or ["version differs"]
 
 
+def changed_settings(prefix: str, old: Any, new: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old, new) of each setting that differs, down to the leaves: one line says
+    `filter.language.min_score`, not the whole section twice."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            change
+            for key in sorted(set(old) | set(new), key=str)
+            for change in changed_settings(f"{prefix}.{key}", old.get(key), new.get(key))
+        ]
+    return [] if old == new else [(prefix, old, new)]
+
+
 def _describe_input_change(old: Any, new: Any) -> list[str]:
     """The takedown list (pipeline/takedown.py), then the other inputs: those listed as files
-    ({path, sha256, ...}) say how many were added/removed/changed."""
+    ({path, sha256, ...}) say how many were added/removed/changed; a dataset, a tokenizer or
+    evaluation files say which changed."""
     reasons = []
     if _takedown_of(old) != _takedown_of(new):
         reasons.append("the takedown list changed (`textmill takedown` applies it cheaply)")
     old, new = _without_takedown(old), _without_takedown(new)
     if old == new:
         return reasons
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [*reasons, *_named_input_changes(old, new)]
     if not (isinstance(old, list) and isinstance(new, list)):
         return [*reasons, "inputs changed"]
     before = {item.get("path"): item for item in old}
@@ -211,6 +226,23 @@ def _describe_input_change(old: Any, new: Any) -> list[str]:
     removed = len(before.keys() - after.keys())
     changed = sum(1 for p in after.keys() & before.keys() if after[p] != before[p])
     return [*reasons, f"inputs changed: {added} new, {removed} removed, {changed} changed files"]
+
+
+def _named_input_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """One line per input that changed, with the dataset it is, e.g. "input dataset: clean's
+    documents changed (3 parts, 120 rows -> 4 parts, 150 rows)"."""
+    if "rows" in new and old.get("dataset") == new.get("dataset"):  # a document dataset's parts
+        return [
+            f"input {new['dataset']}: its documents changed ({old.get('parts')} parts, "
+            f"{old.get('rows')} rows -> {new['parts']} parts, {new['rows']} rows)"
+        ]
+    return [
+        f"input {key} changed: {old.get(key)!r} -> {new.get(key)!r}"
+        if not isinstance(new.get(key), dict | list)
+        else f"input {key} changed"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
 
 
 def _takedown_of(inputs: Any) -> Any:

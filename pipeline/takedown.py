@@ -44,7 +44,14 @@ import pyarrow.compute as pc
 
 from pipeline.config import RunConfig
 from pipeline.crawl.urls import normalize_url
-from pipeline.datasets import Dataset, DatasetError, PartResult, VersionBuilder, short_digest
+from pipeline.datasets import (
+    REJECTED_FOLDER,
+    Dataset,
+    DatasetError,
+    PartResult,
+    VersionBuilder,
+    short_digest,
+)
 from pipeline.stage import Build, MapStage, begin
 from pipeline.workspace import Workspace
 
@@ -358,7 +365,7 @@ def _rewrite_part(
             update={
                 "key": key,
                 "file": f"part-{key}.parquet",
-                "rejected_file": f"rejected/part-{key}.parquet",
+                "rejected_file": f"{REJECTED_FOLDER}/part-{key}.parquet",
                 "unit": unit,
             }
         )

@@ -19,8 +19,9 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from pipeline import progress
 from pipeline.config import RunConfig, TokenizerConfig
-from pipeline.datasets import Dataset, DatasetError, PartResult
+from pipeline.datasets import Dataset, DatasetError, Manifest, PartResult
 from pipeline.stage import Reduced
 from pipeline.workspace import Workspace
 
@@ -45,13 +46,29 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> dict[str, str]:
         raise DatasetError(
             f"tokenizer: the {dataset.stage} dataset (version {dataset.version}) has no documents"
         )
-    return {"dataset": dataset.stage, "version": dataset.version}
+    return {
+        "dataset": dataset.stage,
+        "version": dataset.version,
+        "content": dataset.manifest.content,
+    }
+
+
+def describe_inputs(inputs: dict[str, str]) -> dict[str, str]:
+    """The tokenizer depends on its dataset's content, not on the folder that holds it (a
+    byte-identical forced rebuild of the dataset leaves the tokenizer up to date)."""
+    return {"dataset": inputs["dataset"], "content": inputs["content"]}
 
 
 def train_texts(dataset: Dataset, cfg: TokenizerConfig) -> Iterator[list[str]]:
     """Batches of train-split texts in dataset order, up to `max_train_chars`."""
     budget = cfg.max_train_chars
-    for batch in dataset.iter_batches(["id", "text"], batch_size=1000):
+    batches = progress.iterate(  # reading is most of the work; the merges after it are not shown
+        dataset.iter_batches(["id", "text"], batch_size=1000),
+        f"{NAME}: reading documents",
+        dataset.manifest.docs_out,
+        weight=lambda batch: batch.num_rows,
+    )
+    for batch in batches:
         ids, all_texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
         texts = [
             text
@@ -160,10 +177,10 @@ def _json(obj: dict) -> bytes:
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def current(ws: Workspace) -> tuple[str, str]:
-    """(version, workspace-relative path of tokenizer.json) of the current tokenizer."""
+def current(ws: Workspace) -> tuple[Manifest, str]:
+    """(manifest, workspace-relative path of tokenizer.json) of the current tokenizer."""
     manifest = Dataset.current(ws, NAME).manifest
-    return manifest.version, f"{ws.stage_dir(NAME, manifest.version)}/{TOKENIZER_FILE}"
+    return manifest, f"{ws.stage_dir(NAME, manifest.version)}/{TOKENIZER_FILE}"
 
 
 @lru_cache(maxsize=4)

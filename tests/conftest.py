@@ -13,6 +13,7 @@ _PREFECT_HOME = tempfile.mkdtemp(prefix="textmill-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME  # never a developer's own Prefect database
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"  # datasets and transformers read local folders only
 os.environ.pop("PREFECT_API_URL", None)  # tests never touch a developer's server
 
 REPO = Path(__file__).resolve().parents[1]

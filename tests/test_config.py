@@ -44,8 +44,11 @@ def test_overrides_are_validated_like_the_file(tmp_path):
     [
         (
             "workspace: ws\nextract: {timeout: 3}\n",
-            r"extract.timeout: Extra inputs are not permitted",
+            r"extract.timeout: unknown key \(did you mean timeout_s\?\)",
         ),
+        ("workspace: ws\nsources: [{name: a, warcs: []}]\n", r"sources.0.warcs: unknown key \(did"),
+        ("workspace: ws\nfliter: {}\n", r"fliter: unknown key \(did you mean filter\?\)"),
+        ("workspace: ws\nfilter: {language: {nope: 1}}\n", r"language.nope: unknown key$"),
         (
             "workspace: ws\nextract: {timeout_s: soon}\n",
             r"extract.timeout_s: Input should be a valid number",

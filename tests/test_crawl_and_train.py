@@ -116,6 +116,7 @@ def _ran(stdout: str) -> list[str]:
 
 
 def _states(config: str) -> dict[str, str]:
+    """Every stage's state, training's included."""
     statuses = json.loads(_cli("status", "-c", config, "--json").stdout)
     return {s["stage"]: s["state"] for s in statuses}
 
@@ -352,9 +353,10 @@ def test_a_forced_stage_makes_what_reads_it_stale_in_status(finished_run, tmp_pa
         "filter": "stale",
         "tokenizer": "stale",
         "shards": "stale",
+        "train": "stale",
     }
     status = _cli("status", "-c", config).stdout
-    assert "dedup is stale: inputs changed" in status
+    assert "dedup is stale: input clean: its documents changed" in status
     assert "train (run main): stale" in status and "train is stale: upstream shards" in status
 
     rerun = _chain(config)

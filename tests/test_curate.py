@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.config import ConfigError, load_config
 from pipeline.datasets import Dataset
+from pipeline.dedup import CLUSTERS_FILE
 from pipeline.runner import make_map
 from pipeline.stage import run
 from pipeline.stages import STAGES, all_statuses, curate_order
@@ -117,12 +118,37 @@ def test_curate_drops_each_document_for_its_reason_and_keeps_the_rest(tmp_path):
     assert rejected["french"][0] == "filter" and rejected["french"][1].startswith("language")
     assert results["dedup"]["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}
 
-    clusters = Dataset.current(ws, "dedup").dir + "/clusters.parquet"
+    clusters = f"{Dataset.current(ws, 'dedup').dir}/{CLUSTERS_FILE}"
     table = ws.storage.read_parquet(clusters).to_pylist()
     assert {(r["id"], r["cluster"], r["kept"]) for r in table} >= {("copy", "a0", False)}
     # Scores are columns of the filtered documents, so thresholds can be revisited.
     doc = Dataset.current(ws, "filter").read().to_pylist()[0]
     assert doc["language_score"] > 0.65
+
+
+def test_each_version_folder_reads_as_its_kept_documents_in_other_tools(tmp_path):
+    """pyarrow (and so polars and Spark), DuckDB and Hugging Face `datasets` pointed at a
+    version folder, as a user would, see the kept documents only; datasets' `rejected` config
+    gives the dropped ones."""
+    import datasets
+    import duckdb
+    import pyarrow.dataset as pads
+
+    _, ws = _run_all(_config(tmp_path))
+    for stage in ("extract", "clean", "dedup", "filter"):
+        version = Dataset.current(ws, stage)
+        kept = sorted(version.read(["id"]).column("id").to_pylist())
+        dropped = sorted(version.read(["id"], rejected=True).column("id").to_pylist())
+        folder = ws.storage.url(version.dir)
+        assert sorted(pads.dataset(folder).to_table(columns=["id"])["id"].to_pylist()) == kept
+        sql = f"SELECT id FROM read_parquet('{folder}/*.parquet') ORDER BY id"
+        assert [row[0] for row in duckdb.sql(sql).fetchall()] == kept
+        loaded = datasets.load_dataset(folder, split="train")
+        assert sorted(loaded["id"]) == kept and "text" in loaded.column_names
+        if dropped:
+            rejected = datasets.load_dataset(folder, "rejected", split="train")
+            assert sorted(rejected["id"]) == dropped and "reason" in rejected.column_names
+    assert Dataset.current(ws, "filter").manifest.dropped  # the filter did drop some
 
 
 def test_a_second_run_is_up_to_date_and_a_config_change_redoes_only_what_follows(tmp_path):

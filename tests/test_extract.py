@@ -12,11 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from click.testing import CliRunner
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline import extract
+from pipeline.cli import main
 from pipeline.config import ConfigError, load_config
 from pipeline.datasets import Dataset
 from pipeline.runner import make_map
@@ -415,6 +417,40 @@ def test_document_files_are_imported_as_they_are(tmp_path):
     docs = {d["id"]: d for d in dataset.read().to_pylist()}
     assert set(docs) - {"d1", "p1"} and {"d1", "p1"} <= set(docs)  # the id-less one gets one
     assert docs["d1"]["title"] == "One" and docs["d1"]["hostname"] == "example.org"
-    assert docs["d1"]["warc_file"] == str(jsonl) and docs["d1"]["warc_offset"] == 0
+    assert docs["d1"]["warc_file"] == str(jsonl) and docs["d1"]["warc_offset"] == 1
     assert result["dropped"] == {"empty_text": 1}
-    assert [e["line"] for e in dataset.manifest.errors] == [3]
+    assert [e["line"] for e in dataset.manifest.errors] == [4]  # lines count from 1
+
+
+def _documents_config(tmp_path, rows: list[dict], **source: str):
+    jsonl = tmp_path / "in" / "docs.jsonl"
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = write_config(tmp_path, [])
+    data = yaml.safe_load(config.read_text())
+    data["sources"][0].update(documents=[str(jsonl)], **source)
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+CONTENT_ROWS = [
+    {"doc_id": "a", "content": "The first text of this corpus."},
+    {"doc_id": "b", "content": "The second text of this corpus."},
+]
+
+
+def test_the_text_and_id_fields_of_a_document_file_can_be_named(tmp_path):
+    config = _documents_config(tmp_path, CONTENT_ROWS, text_key="content", id_key="doc_id")
+    _, ws = _run(config)
+    docs = {d["id"]: d["text"] for d in Dataset.current(ws, "extract").read().to_pylist()}
+    assert docs == {"a": CONTENT_ROWS[0]["content"], "b": CONTENT_ROWS[1]["content"]}
+
+
+def test_a_document_file_without_the_text_field_is_one_clear_error(tmp_path):
+    config = _documents_config(tmp_path, CONTENT_ROWS)
+    result = CliRunner().invoke(main, ["run", "extract", "-c", str(config), "--no-prefect"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("textmill: error: sources.") and "'text'" in lines[-1]
+    assert "content" in lines[-1] and "text_key" in lines[-1]
+    assert "Traceback" not in result.output

@@ -303,6 +303,8 @@ def test_whatif_does_not_guess_what_was_never_scored(built):
         whatif(cat, ["filter.c4_quality.min_words_per_line=5"])
     with pytest.raises(ValueError, match=r"filter\.<step>\.<setting>"):
         whatif(cat, ["dedup.ngram=3"])
+    with pytest.raises(ValueError, match=r"unknown key \(did you mean min_score\?\)"):
+        whatif(cat, ["filter.language.min_scor=0.5"])
 
 
 def test_whatif_thresholds_name_settings_of_each_filter():

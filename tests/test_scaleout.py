@@ -166,7 +166,7 @@ def _metrics(ws: Workspace) -> list[dict]:
 
 
 def test_a_workspace_on_s3_gets_the_same_outputs_as_one_on_local_disk(s3_bucket, tmp_path):
-    from model.train import run_status
+    from model.runs import run_status
     from pipeline.shards import token_stream
 
     # test_curate's documents: every curate stage drops one for its own reason

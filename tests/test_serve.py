@@ -1,5 +1,6 @@
 """Schedules on a real Prefect server: `textmill server` and `textmill serve` in subprocesses,
-deployments triggered through the API as a user (or the scheduler) would."""
+deployments triggered through the API as a user would, and a schedule that comes due during a
+test, whose run the server's scheduler makes on its own."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -70,40 +72,24 @@ class Served:
     config: Path
     workspace: Path
     serve_log: Path
+    server_log: Path
     posts: list[str] = field(default_factory=list)  # bodies the webhook received
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`textmill server` on a free port (its database in the workspace), `textmill serve` of a
-    tiny config against it, and a webhook that records what it is sent; all stopped at the end."""
+@contextmanager
+def _serving(
+    folder: Path, schedules: dict, server_env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """`textmill server` on a free port (its database in the workspace) and `textmill serve` of
+    a tiny config with these schedules against it, each with its own log in `folder`; the
+    client's PREFECT_API_URL is that server's until both are stopped at the end."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    folder = tmp_path_factory.mktemp("serve")
-    posts: list[str] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            posts.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    schedules = {
-        "crawl_and_train": CRON,
-        "timezone": TIMEZONE,
-        "max_concurrent_runs": 2,  # so that only the deployment's own limit keeps runs apart
-        "notify_webhook": f"http://127.0.0.1:{hook.server_port}/hook",
-    }
     warcs = [str(SHARED_DATA / "warc" / "dolma" / "*.warc.gz")]
     config = write_config(folder, warcs, schedules=schedules, **TINY)
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    served = Served(api, config, folder / "workspace", folder / "serve.log", posts)
+    served = Served(api, config, folder / "workspace", folder / "serve.log", folder / "server.log")
     processes: list[subprocess.Popen] = []
 
     def start(command: list[str], log: Path, **env: str) -> None:
@@ -118,11 +104,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         processes.append(process)
 
     try:
-        # a waiting run retries for a slot after 1 s, not 30
         start(
             [TEXTMILL, "server", "-c", str(config), "--port", str(port)],
-            folder / "server.log",
-            PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="1",
+            served.server_log,
+            **(server_env or {}),
         )
         _wait_for(lambda: _answers(f"{api}/health"), 120, "the Prefect server to answer")
         start(
@@ -142,6 +127,38 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A served tiny config whose crawl-and-train runs at 03:00 (so never during the tests: they
+    trigger its runs), and a webhook that records what it is sent."""
+    posts: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    schedules = {
+        "crawl_and_train": CRON,
+        "timezone": TIMEZONE,
+        "max_concurrent_runs": 2,  # so that only the deployment's own limit keeps runs apart
+        "notify_webhook": f"http://127.0.0.1:{hook.server_port}/hook",
+    }
+    # a waiting run retries for a slot after 1 s, not 30
+    server_env = {"PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "1"}
+    try:
+        with _serving(tmp_path_factory.mktemp("serve"), schedules, server_env) as served:
+            served.posts = posts
+            yield served
+    finally:
         hook.shutdown()
         hook.server_close()
 
@@ -192,6 +209,58 @@ def test_server_names_the_server_that_prefect_api_url_sets(tmp_path):
         timeout=60,
     )
     assert server.returncode == 0 and f"Prefect server at {elsewhere}" in server.stdout
+
+
+def _problems(log: Path, lines: int = 20) -> str:
+    """The log's last error lines (the scheduler's, when it fails), else its last lines."""
+    text = log.read_text(errors="replace").splitlines()
+    errors = [line for line in text if "error" in line.lower() or "exception" in line.lower()]
+    return "\n".join((errors or text)[-lines:])
+
+
+@needs_shared_data
+def test_a_schedule_that_comes_due_runs_crawl_and_train_untriggered(tmp_path):
+    """Nothing is triggered: the server's scheduler makes the run and `textmill serve` runs it.
+    (A server of its own: the module's server has the same deployments on a 03:00 schedule.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    schedules = {"crawl_and_train": "* * * * *", "timezone": TIMEZONE}
+    # The scheduler's main loop every 5 s, not 60, so that it runs during the test (its quick
+    # loop, every 5 s, only looks at deployments updated in the last 6 s).
+    server_env = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    with (
+        _serving(tmp_path, schedules, server_env) as served,
+        get_client(sync_client=True) as client,
+    ):
+        deployment = client.read_deployment_by_name("textmill/crawl-and-train")
+        of_deployment = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]))
+        runs: list = []
+
+        def started() -> bool:
+            runs[:] = sorted(
+                client.read_flow_runs(flow_run_filter=of_deployment),
+                key=lambda run: run.expected_start_time,
+            )
+            return any(run.auto_scheduled and run.start_time for run in runs)
+
+        try:  # the next minute, the scheduler's loop and the runner's poll
+            _wait_for(started, 150, "an auto-scheduled run of textmill/crawl-and-train to start")
+        except TimeoutError as exc:
+            seen = [f"{r.name} {r.state_name} at {r.expected_start_time}" for r in runs[:5]]
+            raise AssertionError(
+                f"{exc}; its runs: {seen or 'none'}\n"
+                f"server log ({served.server_log}):\n{_problems(served.server_log)}\n"
+                f"serve log ({served.serve_log}):\n{_problems(served.serve_log)}"
+            ) from None
+        assert all(run.auto_scheduled for run in runs), "only the schedule makes runs here"
+        first = next(run for run in runs if run.start_time)
+        (first,) = _wait_for_runs([first.id], 300)
+        assert first.state.is_completed(), (first.state.message, _problems(served.serve_log))
+
+    ws = Workspace(str(served.workspace))
+    assert ws.current_version("filter") is not None and ws.current_version("shards") is not None
+    assert (served.workspace / "runs" / "main" / "checkpoint").is_dir()
 
 
 @needs_shared_data

@@ -141,13 +141,19 @@ def test_rerun_is_a_no_op_and_vocab_change_makes_only_tokenizer_and_shards_stale
     assert all(not r["built"] for r in again)
     assert [r["version"] for r in again] == [r["version"] for r in first]
 
-    cfg = load_config(config, ["tokenizer.vocab_size=700"])
+    cfg = load_config(config, ["tokenizer.vocab_size=400"])
     states = {s.stage: s.state for s in all_statuses(cfg, Workspace(cfg.workspace_root))}
     assert states["extract"] == "up to date"
     assert states["tokenizer"] == states["shards"] == "stale"
-    rebuilt = _build(config, EXTRACT, TOKENIZER, SHARDS, overrides=("tokenizer.vocab_size=700",))
+    rebuilt = _build(config, EXTRACT, TOKENIZER, SHARDS, overrides=("tokenizer.vocab_size=400",))
     assert [r["built"] for r in rebuilt] == [False, True, True]
     assert rebuilt[2]["units_run"] == 2  # every part re-encoded with the new tokenizer
+
+    # This corpus has fewer than 600 merges to learn: 700 trains the very same tokenizer, which
+    # is a new tokenizer version, but the shards key on its content and stay as they are.
+    same = _build(config, EXTRACT, TOKENIZER, SHARDS, overrides=("tokenizer.vocab_size=700",))
+    assert [r["built"] for r in same] == [False, True, False]
+    assert same[2]["version"] == first[2]["version"]
 
 
 def test_tokenizer_training_is_deterministic_and_loads_in_transformers(tmp_path):
