@@ -15,6 +15,7 @@ from flows.artifacts import publish_stage
 from pipeline import progress, stage
 from pipeline.config import RunConfig, RunnerConfig, load_config
 from pipeline.datasets import Dataset
+from pipeline.runner import exit_with_parent
 from pipeline.stage import MapStage
 from pipeline.workspace import Workspace
 
@@ -40,7 +41,8 @@ def task_runner(runner: RunnerConfig) -> TaskRunner:
     if runner.task_runner == "dask":
         return dask_task_runner(runner)
     if runner.task_runner == "processes" and runner.workers > 1:
-        return ProcessPoolTaskRunner(max_workers=runner.workers)
+        # its workers end with the flow's process, even one killed outright
+        return ProcessPoolTaskRunner(max_workers=runner.workers, initializer=exit_with_parent)
     workers = 1 if runner.task_runner == "serial" else runner.workers
     return ThreadPoolTaskRunner(max_workers=workers)
 

@@ -38,8 +38,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.data import WindowLoader, eval_windows, load_split
 from model.gpt import GPT, GPTConfig
-from model.runs import PROGRESS_FILE, PROGRESS_KEYS, session_over
-from pipeline.config import RunConfig, TrainConfig, load_config
+from model.runs import CHECKPOINTS, PROGRESS_FILE, PROGRESS_KEYS, session_over
+from pipeline.config import ConfigError, RunConfig, TrainConfig, load_config
 from pipeline.crash import crash_point
 from pipeline.datasets import Dataset
 from pipeline.storage import Storage
@@ -77,34 +77,61 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> GPTConfig:
 
 
 def save_checkpoint(folder: Path, model: GPT, state: dict[str, Any]) -> None:
-    """Write beside the old checkpoint, then swap: a kill never leaves a half-written one."""
+    """Write beside the old checkpoint (`.new`), then swap. A kill at any moment leaves one
+    complete checkpoint for `checkpoint_folder` (state.pt, written last, marks one complete),
+    and the next save clears what it left. Crash points: `checkpoint.write` (the new one half
+    written), `checkpoint.swap` (the old one moved aside, the new one not yet in place),
+    `checkpoint.swapped` (the new one in place, the old one still there) and
+    `checkpoint.old.remove` (the old one half removed)."""
     fresh = folder.with_name(folder.name + ".new")
-    shutil.rmtree(fresh, ignore_errors=True)
+    old = folder.with_name(folder.name + ".old")
+    _remove_checkpoint(fresh)
     fresh.mkdir(parents=True)
     save_model(model, str(fresh / "model.safetensors"))
+    (fresh / "config.json").write_text(json.dumps(state["model"], indent=2))
     progress = {key: state[key] for key in PROGRESS_KEYS}  # readable without torch (status)
     (fresh / PROGRESS_FILE).write_text(json.dumps(progress))
+    crash_point("checkpoint.write")
     torch.save(state, fresh / "state.pt")
-    (fresh / "config.json").write_text(json.dumps(state["model"], indent=2))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
+    if (folder / "state.pt").exists():
+        _remove_checkpoint(old)  # what a kill after the last swap left: `folder` is newer
         folder.rename(old)
+    else:  # none yet, or one half fetched from shared storage: `old`, if any, is the last one
+        _remove_checkpoint(folder)
+    crash_point("checkpoint.swap")
     fresh.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    crash_point("checkpoint.swapped")
+    _remove_checkpoint(old, crash="checkpoint.old.remove")
+
+
+def _remove_checkpoint(folder: Path, crash: str | None = None) -> None:
+    """Its completion mark first, so that a folder half removed by a kill is never taken for a
+    complete checkpoint."""
+    (folder / "state.pt").unlink(missing_ok=True)
+    if crash:
+        crash_point(crash)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def checkpoint_folder(run_dir: Path) -> Path | None:
     """The run's last complete checkpoint (also one caught mid-swap by a kill)."""
-    for name in ("checkpoint", "checkpoint.old"):
+    for name in CHECKPOINTS:
         if (run_dir / name / "state.pt").exists():
             return run_dir / name
     return None
 
 
 def load_checkpoint(folder: Path) -> tuple[GPT, dict[str, Any]]:
-    state = torch.load(folder / "state.pt", weights_only=True)
-    model = GPT(GPTConfig(**state["model"]))
-    load_model(model, str(folder / "model.safetensors"))
+    try:
+        state = torch.load(folder / "state.pt", weights_only=True)
+        model = GPT(GPTConfig(**state["model"]))
+        load_model(model, str(folder / "model.safetensors"))
+    except Exception as exc:  # torch, pickle and safetensors each fail their own way
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"checkpoint {folder} cannot be loaded ({reason.split('. ')[0]}): a damaged file; "
+            "`textmill run train --force` starts the run over"
+        ) from None
     return model, state
 
 
@@ -220,6 +247,11 @@ def _train(cfg: RunConfig, ws: Workspace, run_dir: Path, log: Any, restart: bool
     if found is None and tc.init_from:
         with run_folder(ws, tc.init_from) as other:
             found = _last_checkpoint(ws, other, tc.init_from)
+        if found is None:  # a misspelt name must not quietly mean "from scratch"
+            raise ConfigError(
+                f"train.init_from: run {tc.init_from!r} has no checkpoint in "
+                f"{ws.storage.url('runs')}"
+            )
     started_from, model, state = found or (None, GPT(model_config(tc, vocab_size)), {})
     wanted = model_config(tc, vocab_size)
     changed = [

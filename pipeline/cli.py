@@ -22,7 +22,13 @@ from rich.table import Table
 
 from model.runs import run_status
 from pipeline import stage as stage_api
-from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.config import (
+    FOLDER_NAME_RULE,
+    ConfigError,
+    RunConfig,
+    is_folder_name,
+    load_config,
+)
 from pipeline.crawl_and_train import crawl_and_train, skip_reason, train_status
 from pipeline.crawl_and_train import steps as chain_steps
 from pipeline.datasets import Dataset, DatasetError
@@ -163,7 +169,7 @@ def _run_stages(
                 from flows import prefect_api
 
                 api = prefect_session.enter_context(prefect_api(cfg.workspace_root))
-                click.echo(f"Prefect API: {api}", err=True)
+                click.echo(f"Prefect API: {api} ({api.source})", err=True)
             return importlib.import_module(f"flows.{name}").run(config_path, overrides, force)
 
         def run_step(step: str) -> None:
@@ -377,14 +383,15 @@ def use(stage_name: str, version: str | None, config_path: str) -> None:
 def server(config_path: str, host: str, port: int) -> None:
     """Run a local Prefect server (its SQLite database in <workspace>/.prefect) in the
     foreground until Ctrl-C, with its UI at the printed URL. `textmill serve` needs one for
-    schedules; `textmill run` uses it when it answers on port 4200 (other ports: set
-    PREFECT_API_URL). With PREFECT_API_URL set, textmill uses that server: this says which."""
+    schedules (on port 4200, else set PREFECT_API_URL); `textmill run` uses it, on any port,
+    while it runs: it records its process and address in <workspace>/.prefect/server.json.
+    With PREFECT_API_URL set, textmill uses that server: this says which."""
     given = os.environ.get("PREFECT_API_URL")
     if given:
         click.echo(f"PREFECT_API_URL is set: textmill uses the Prefect server at {given}")
         click.echo("(unset it to start a local one here)")
         return
-    from flows import LOCAL_SERVER, prefect_api
+    from flows import LOCAL_SERVER, prefect_api, record_server, recorded_server
 
     cfg = load_config(config_path)
     api = f"http://{host}:{port}/api"
@@ -392,9 +399,14 @@ def server(config_path: str, host: str, port: int) -> None:
     # starts no server of its own
     os.environ["PREFECT_API_URL"] = api
     with prefect_api(cfg.workspace_root):
+        running = recorded_server()
+        if running:
+            click.echo(f"textmill server already runs for {cfg.workspace_root}: API {running}")
+            return
         click.echo(f"Prefect server for {cfg.workspace_root}: UI http://{host}:{port}, API {api}")
         if api != LOCAL_SERVER:
-            click.echo(f"For textmill to use it: export PREFECT_API_URL={api}")
+            click.echo(f"For textmill serve to use it: export PREFECT_API_URL={api}")
+        record_server(api)  # before the exec: this process, its pid, becomes the server
         command = ["prefect", "server", "start", "--host", host, "--port", str(port)]
         os.execv(sys.executable, [sys.executable, "-m", *command])
 
@@ -417,12 +429,12 @@ def serve(config_path: str, overrides: tuple[str, ...]) -> None:
     schedules.max_concurrent_runs bounds the runs of all of them. A failed run shows in the UI,
     in its logs and here, and is POSTed to schedules.notify_webhook when set. The config is
     read again by every run; serve again after changing its schedules."""
-    from flows import LOCAL_SERVER, prefect_api
+    from flows import prefect_api
 
     cfg = load_config(config_path, overrides)
-    # Schedules need a server that stays up, never Prefect's embedded one
-    os.environ.setdefault("PREFECT_API_URL", LOCAL_SERVER)
-    with prefect_api(cfg.workspace_root):
+    # Schedules need a server that stays up, never Prefect's embedded one: the one given, or the
+    # one `textmill server` started and recorded in the workspace's Prefect home
+    with prefect_api(cfg.workspace_root, embedded=False):
         from flows.serve import serve_until_stopped
 
         serve_until_stopped(config_path, list(overrides), echo=click.echo)
@@ -443,6 +455,9 @@ def sample(
     from model.train import sample as generate
 
     cfg = load_config(config_path)
+    if run_name is not None and not is_folder_name(run_name):
+        # a run is a folder of <root>/runs/: a path (../../x) would read a model elsewhere
+        raise ConfigError(f"--run {run_name!r}: not a run name ({FOLDER_NAME_RULE})")
     ws = Workspace(cfg.workspace_root)
     run_dir = Path(ws.storage.path(f"runs/{run_name or cfg.train.run}"))
     if not (run_dir / "run.json").exists():
@@ -788,8 +803,9 @@ def lineage(config_path: str, run_name: str | None, as_json: bool) -> None:
 @fails_cleanly
 def report(config_path: str, overrides: tuple[str, ...], output: str | None) -> None:
     """Write one self-contained HTML page on the run (opens from disk, loads nothing): the
-    funnel, length and score histograms, languages and domains, dedup clusters, tokens per
-    split, the training loss, and sample documents kept and dropped."""
+    funnel, length and score histograms (each filter's thresholds drawn, what it dropped),
+    languages and domains, dedup clusters, tokens per split, training in bits per byte (every
+    evaluation, the unigram baseline), and sample documents kept and dropped."""
     from pipeline.report import write_report
 
     cfg = load_config(config_path, overrides)
@@ -829,6 +845,41 @@ def gc(config_path: str, overrides: tuple[str, ...], keep: int | None) -> None:
 
 
 @main.command()
+@click.argument("stage_name", metavar="[STAGE]", required=False, type=click.Choice(list(STAGES)))
+@config_option
+@json_option
+@fails_cleanly
+def verify(stage_name: str | None, config_path: str, as_json: bool) -> None:
+    """Check every committed version (of STAGE, or of every stage) against its manifest: each
+    part and file there, of the size and sha256 the manifest records; every manifest readable.
+    Prints each mismatch and what to do, and exits 1 if there is any. Runs check less: a part's
+    size whenever it is read, its sha256 when a build reuses it or reads it as input."""
+    from pipeline.datasets import verify as verify_versions
+
+    cfg = load_config(config_path)
+    ws = Workspace(cfg.workspace_root)
+    order = {name: i for i, name in enumerate(STAGES)}
+    stages = sorted(ws.stages_on_disk(), key=lambda name: order.get(name, len(order)))
+    checks = verify_versions(ws, [stage_name] if stage_name else stages)
+    if as_json:
+        out.print_json(json.dumps([check.__dict__ for check in checks]))
+    for check in checks if not as_json else []:
+        name = f"{check.stage} {check.version}{' (current)' if check.current else ''}"
+        if not check.problems:
+            click.echo(f"ok       {name}: {check.files} files")
+        for problem in check.problems:
+            click.echo(f"DAMAGED  {name}: {problem}")
+        if check.problems:
+            click.echo(f"         what to do: {check.advice}")
+    damaged = sum(1 for check in checks if check.problems)
+    files = sum(check.files for check in checks)
+    if damaged:
+        raise DatasetError(f"verify: {damaged} of {len(checks)} versions damaged ({files} files)")
+    if not as_json:
+        click.echo(f"verify: {len(checks)} versions whole ({files} files)")
+
+
+@main.command()
 @click.argument("targets", nargs=-1, metavar="URL|DOMAIN...")
 @click.option(
     "--file",
@@ -851,15 +902,20 @@ def takedown(
     the corpus: they join the workspace's takedown list (<workspace>/takedown.json), the current
     document datasets get new versions without them (nothing is extracted or filtered again), the
     shards are rebuilt, and the model runs trained on data that held them are named. Every later
-    crawl skips them, and every later build drops them. The tokenizer is not retrained."""
+    crawl skips them, and every later build drops them. The tokenizer is not retrained.
+
+    A takedown that was killed is finished by the next `textmill takedown`, with the same
+    targets or with none."""
     from pipeline import takedown as takedowns
 
     items = [*targets, *(takedowns.read_list_file(list_file) if list_file else [])]
-    if not items:
-        raise click.UsageError("give a URL or domain to take down, or --file LIST")
     entries = [takedowns.parse(item, note) for item in items]
     cfg = load_config(config_path)
     ws = Workspace(cfg.workspace_root)
+    if not items and takedowns.pending_job(ws) is None:
+        raise click.UsageError(
+            "give a URL or domain to take down, or --file LIST (no takedown is left to finish)"
+        )
     result = takedowns.take_down(cfg, ws, entries, make_map(cfg.runner, "shards"))
     _print(result, as_json, lambda r: click.echo("\n".join(takedowns.describe_result(r))))
 

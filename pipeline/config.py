@@ -2,6 +2,8 @@
 
 Errors name the file, the key and the problem. Command-line overrides (`--set extract.timeout_s=2`)
 are applied to the parsed YAML before validation, so they are checked exactly like the file.
+A key given twice in one mapping is an error (YAML readers would keep the last one); numbers
+must be finite; the model's shape has upper bounds (TrainConfig says why).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -28,6 +32,14 @@ from pydantic import (
 SourceKind = Literal["web", "article", "book"]
 # The stages whose output is a document dataset, in their default order.
 DOCUMENT_STAGES = ("extract", "clean", "dedup", "filter")
+# A name that becomes a folder in the workspace (a run, an eval set): one plain path component,
+# so that it cannot climb out (`..`) or name a hidden file.
+FOLDER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+FOLDER_NAME_RULE = "letters, digits, '_', '.' and '-', starting with a letter or digit"
+
+
+def is_folder_name(name: str) -> bool:
+    return re.match(FOLDER_NAME, name) is not None
 
 
 def _once_each(names: list[str], rule: str) -> list[str]:
@@ -42,9 +54,11 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    """Base for config sections: unknown keys are errors (a typo must not pass silently)."""
+    """Base for config sections: unknown keys are errors (a typo must not pass silently), and
+    so are infinite and NaN numbers: no setting means "no limit" by .inf (None does, where a
+    setting can be off), and a NaN threshold would compare false with everything."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     def digest(self) -> str:
         """Digest of the section's values, the part of a stage version that config decides."""
@@ -107,7 +121,8 @@ class CrawlConfig(Section):
     download timeout is 180 s (ours is shorter: a page that slow is retried later); RFC 9309
     lets a robots.txt be cached for up to 24 h and asks parsers to read at least 500 KiB of it;
     one request in flight per host and 1 s between two starts is the common polite default
-    (Heritrix, Scrapy's AutoThrottle floor). Retries: exponential backoff with equal jitter
+    (Heritrix, Scrapy's AutoThrottle floor); a crawl run waits for a Crawl-delay up to 30 s, as
+    Apache Nutch does (`max_crawl_delay_s`). Retries: exponential backoff with equal jitter
     (AWS architecture blog, "Exponential Backoff And Jitter"), never sooner than Retry-After."""
 
     # who we are: a product token, a version and a contact URL
@@ -159,6 +174,16 @@ class CrawlConfig(Section):
     # a host that answers slowly waits this many times its last response time between two
     # starts (Heritrix waits 5x; 2x keeps a slow host's load at most half of its time)
     latency_factor: float = Field(default=2.0, ge=0)
+    # the longest robots.txt Crawl-delay (or Request-rate interval) a crawl run waits between two
+    # requests to a host. A host asking for more is not hurried: it gets one request per
+    # generation once its delay has passed (its robots.txt and tdmrep.json are kept for that),
+    # and its other URLs wait for the next generation, skipped with reason `crawl_delay`. 30 s is
+    # Apache Nutch's fetcher.max.crawl.delay (nutch-default.xml), past which Nutch skips the
+    # host's pages; Heritrix honours up to 300 s and waits only that long beyond
+    # (DispositionProcessor.respectCrawlDelayUpToSeconds); Bing honours Crawl-delay and suggests
+    # 5-10 s (Bing Webmaster blog, "Crawl delay and the Bing crawler, MSNBot", 2009); Google
+    # ignores it (Search Central, robots.txt spec) and Scrapy does not apply it (issue #892)
+    max_crawl_delay_s: float = Field(default=30.0, gt=0)
     # output: WARC files rotate at this size (WARC 1.1, annex C: 1 GB)
     warc_max_mb: float = Field(default=1000.0, gt=0)
     # which sources `textmill run crawl` crawls (names); empty: every source with something
@@ -182,6 +207,15 @@ class CrawlConfig(Section):
             except ValueError:
                 raise ValueError(f"{network!r} is not a CIDR network such as 10.0.0.0/8") from None
         return networks
+
+    @model_validator(mode="after")
+    def _delay_cap_above_the_floor(self) -> CrawlConfig:
+        if self.max_crawl_delay_s < self.min_delay_s:
+            raise ValueError(
+                f"max_crawl_delay_s {self.max_crawl_delay_s} < min_delay_s {self.min_delay_s}:"
+                " every host would wait for the next generation"
+            )
+        return self
 
     @property
     def agents(self) -> list[str]:
@@ -445,7 +479,9 @@ class TokenizerConfig(Section):
     """The tokenizer stage: byte-level BPE (HF tokenizers) trained on the train split only."""
 
     dataset: str = "filter"  # the document stage it reads: the curated corpus by default
-    vocab_size: int = Field(default=8192, ge=1)
+    # at most 2**20 (1,048,576): 4 times the largest vocabulary in use (Gemma 3: 262,144);
+    # a larger one aborts the BPE trainer (in Rust, killing the process) instead of training
+    vocab_size: int = Field(default=8192, ge=1, le=2**20)
     special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>", "<|padding|>"])
     min_frequency: int = Field(default=2, ge=1)  # merges seen fewer times are not learned
     val_fraction: float = Field(default=0.05, ge=0, lt=1)  # documents held out, by id hash
@@ -474,6 +510,14 @@ class ShardsConfig(Section):
     domain_token_cap: int | None = Field(default=None, ge=1)  # most train tokens per hostname
     eval_sets: dict[str, str] = Field(default_factory=dict)  # name -> text file, own shards
 
+    @field_validator("eval_sets")
+    @classmethod
+    def _eval_set_names_are_folders(cls, eval_sets: dict[str, str]) -> dict[str, str]:
+        bad = [name for name in eval_sets if not is_folder_name(name)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} names the eval/<name> shard folder: {FOLDER_NAME_RULE}")
+        return eval_sets
+
     @field_validator("source_weights")
     @classmethod
     def _weights_not_negative(cls, weights: dict[str, float]) -> dict[str, float]:
@@ -483,12 +527,23 @@ class ShardsConfig(Section):
         return weights
 
 
-class TrainConfig(Section):
-    """The train stage: a GPT (model/gpt.py) on the token shards, in <root>/runs/<run>/."""
+# Upper bounds of the model's shape and batch, a little above the largest published models
+# (Llama 3 405B: 126 layers of width 16,384, a 128k context): past them a run fits no
+# accelerator and would only fail late, deep inside torch. batch_size is per micro-step.
+TRAIN_LIMITS = {"context": 2**17, "n_layer": 256, "n_embd": 2**14, "batch_size": 2**16}
 
-    run: str = Field(default="main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+class TrainConfig(Section):
+    """The train stage: a GPT (model/gpt.py) on the token shards, in <root>/runs/<run>/.
+
+    The model's shape and batch have upper bounds (TRAIN_LIMITS) a little above the largest
+    published models, so that a slip (a context of 1e9) is a config error, not an out-of-memory
+    traceback later; and the whole run must fit one accelerator (`train_memory_bytes`)."""
+
+    run: str = Field(default="main", pattern=FOLDER_NAME)
     init: Literal["resume", "scratch"] = "resume"  # resume: from this run's last checkpoint
-    init_from: str | None = None  # a fresh run starts from another run's last checkpoint
+    # a fresh run starts from another run's last checkpoint
+    init_from: str | None = Field(default=None, pattern=FOLDER_NAME)
     # the model
     context: int = Field(default=256, ge=8)
     n_layer: int = Field(default=4, ge=1)
@@ -509,8 +564,8 @@ class TrainConfig(Section):
     # the cosine decay ends at max_steps, or ("time") when this session's time budget ends
     schedule: Literal["steps", "time"] = "steps"
     weight_decay: float = Field(default=0.1, ge=0)
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = Field(default=0.9, ge=0, lt=1)  # AdamW's decay rates: in [0, 1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
     grad_clip: float = Field(default=1.0, ge=0)  # 0: no clipping
     seed: int = 1337
     # evaluation, checkpoints, samples
@@ -523,6 +578,17 @@ class TrainConfig(Section):
     device: str = "auto"  # auto: cuda when there is one
     compile: bool = False  # torch.compile (CUDA only; no faster on small CPUs)
 
+    @field_validator(*TRAIN_LIMITS)
+    @classmethod
+    def _fits_a_machine(cls, value: int, info: ValidationInfo) -> int:
+        limit = TRAIN_LIMITS[str(info.field_name)]
+        if value > limit:
+            raise ValueError(
+                f"{value:,} is more than {limit:,}, past what the largest models use; "
+                "no accelerator could train it"
+            )
+        return value
+
     @model_validator(mode="after")
     def _time_schedule_needs_a_budget(self) -> TrainConfig:
         if self.schedule == "time" and self.time_budget_s is None:
@@ -534,6 +600,25 @@ class TrainConfig(Section):
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError("n_embd must be n_head times an even head size (rotary embeddings)")
         return self
+
+
+def train_memory_bytes(train: TrainConfig, vocab_size: int) -> int:
+    """A rough estimate of one training process's memory, leaving out what is small (norms,
+    buffers, the CUDA context): 16 bytes a parameter (fp32 weights and gradients, AdamW's two
+    moments; Muon keeps one moment less for the blocks' matrices); activations of 34 bytes per
+    layer, position and unit of width (Korthikanti et al. 2022, "Reducing Activation
+    Recomputation in Large Transformer Models": bf16, without the T x T attention matrix, which
+    scaled_dot_product_attention does not keep); and the fp32 logits."""
+    width, layers = train.n_embd, train.n_layer
+    parameters = vocab_size * width + 12 * layers * width**2  # tied head; attention + MLP
+    positions = train.batch_size * train.context
+    return 16 * parameters + positions * (34 * layers * width + 4 * vocab_size)
+
+
+# More than one accelerator holds (H200: 141 GB, B200: 192 GB). Every training process holds
+# the whole model and its own micro-batch (DDP), so a larger estimate can run on no GPU (and
+# on a CPU with that much memory it would train for months).
+TRAIN_MEMORY_LIMIT = 256 * 2**30
 
 
 class SchedulesConfig(Section):
@@ -650,6 +735,17 @@ class RunConfig(Section):
         return sources
 
     @model_validator(mode="after")
+    def _model_fits_a_machine(self) -> RunConfig:
+        needed = train_memory_bytes(self.train, self.tokenizer.vocab_size)
+        if needed > TRAIN_MEMORY_LIMIT:
+            raise ValueError(
+                f"train: the model and one micro-batch need about {needed / 2**30:,.0f} GiB, "
+                f"more than one accelerator holds ({TRAIN_MEMORY_LIMIT // 2**30} GiB): make "
+                "train.batch_size, context, n_embd or n_layer (or tokenizer.vocab_size) smaller"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _datasets_form_a_chain(self) -> RunConfig:
         """Which document stage each stage reads is configurable (e.g. filter before dedup);
         the choices must name document stages and must not loop."""
@@ -694,7 +790,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. extract.timeout_s=2")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=ConfigLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -751,13 +847,63 @@ def _format_errors(origin: str, error: ValidationError) -> str:
     return f"{origin}: invalid config: " + "; ".join(problems)
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last,
+    so a second `train:` section would silently replace the first."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_repeated_keys(node, "", set())
+        return super().construct_document(node)
+
+
+def _refuse_repeated_keys(node: yaml.Node, where: str, seen: set[int]) -> None:
+    """Checked on the parsed tree, before merge keys (`<<: *defaults`) are expanded: the keys
+    beside a merge key may override what it brings. `seen`: nodes an alias already visited."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_repeated_keys(item, f"{where}{i}.", seen)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    lines: dict[str, int] = {}
+    for key, value in node.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name is None or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        if name in lines:
+            raise yaml.constructor.ConstructorError(
+                problem=f"key {where}{name} is given twice, at lines {lines[name]} and {line}",
+                problem_mark=key.start_mark,
+            )
+        lines[name] = line
+        _refuse_repeated_keys(value, f"{where}{name}.", seen)
+
+
+def _read_config_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:  # a folder, a file we may not read
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start + 1}, on line {line}): save it as UTF-8"
+        ) from None
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Read, override and validate a run config; raise ConfigError naming file, key and problem."""
     path = Path(path)
+    text = _read_config_text(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        data = yaml.load(text, Loader=ConfigLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -15,6 +15,8 @@ cleanup, no `finally`) the 2nd time it reaches `part.write`, or the 1st time it 
 - `frontier.commit` inside a crawl frontier transaction, before it commits
 - `crawl.url.done`  between two URLs of a crawl, once one is committed
 - `crawl.manifest.write`  half-way through writing a crawl generation's manifest
+- `gc.remove`       `textmill gc`: a version's (or generation's) manifest deleted, its files not
+- `takedown.listed` `textmill takedown`: the list and the job written, no dataset rewritten yet
 """
 
 from __future__ import annotations

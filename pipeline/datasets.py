@@ -6,6 +6,12 @@ dropped (`_rejected/part-<key>.parquet`, with a `reason` column), a marker per f
 `_manifest.json`. Only a version with a manifest is ever read. A part's key is a digest of its
 input and the stage config, so a finished part is reused by any later build that needs it.
 
+The manifest holds every part's size and sha256 (and its rejected file's), and every other
+file's: a part's size is checked whenever it is read through its dataset, its digest whenever a
+build reuses it or reads it as input, and `textmill verify` checks them all. A file that is not
+what its manifest says is an error naming it and what to do; a reused part that is not is
+built again instead (with a warning).
+
 For outside readers the folder is the kept documents: pyarrow (and so polars, Spark) skips `_`
 and `.` names, DuckDB's `read_parquet('<folder>/*.parquet')` reads the top level, and a
 document version's `.huggingface.yaml` tells Hugging Face `datasets` which files are which
@@ -17,17 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from pipeline.crash import crash_point
 from pipeline.schema import with_chars
-from pipeline.storage import TMP_MARK, sha256_bytes
-from pipeline.workspace import MANIFEST, Workspace
+from pipeline.storage import TMP_MARK, Storage, UnreadableFile, sha256_bytes, sha256_file
+from pipeline.workspace import MANIFEST, Workspace, warn_once
 
 REJECTED_FOLDER = "_rejected"  # "_": readers of the version folder as a dataset skip it
 
@@ -56,6 +64,8 @@ class PartResult(BaseModel):
     rejected_rows: int
     bytes: int
     sha256: str
+    rejected_bytes: int | None = None  # None in parts written before they were recorded
+    rejected_sha256: str = ""
     counts: dict[str, int] = Field(default_factory=dict)  # stage-specific tallies
     dropped: dict[str, int] = Field(default_factory=dict)  # reason -> documents
     errors: list[dict[str, Any]] = Field(default_factory=list)  # input problems, with where
@@ -108,7 +118,8 @@ class VersionBuilder:
 
     def finished_parts(self, keys: set[str], elsewhere: bool = True) -> dict[str, PartResult]:
         """Those of `keys` already finished: here (a killed build) or, if `elsewhere`, in
-        another version of the stage, from which they are linked in."""
+        another version of the stage, from which they are linked in. Only a part whose files
+        are what its marker says is reused; any other is built again (a warning names it)."""
         storage = self.ws.storage
         versions = [self.version]
         if elsewhere:
@@ -120,11 +131,29 @@ class VersionBuilder:
                 key = name.removesuffix(".json")
                 if key not in keys or key in found:
                     continue
-                part = PartResult.model_validate(storage.read_json(f"{folder}/_parts/{name}"))
+                part = self._reusable(folder, name)
+                if part is None:
+                    continue
                 if version != self.version:
                     self._link_part(folder, part)
                 found[key] = part
         return found
+
+    def _reusable(self, folder: str, marker: str) -> PartResult | None:
+        """A finished part's marker, if the part can be reused as it is."""
+        storage = self.ws.storage
+        try:
+            part = PartResult.model_validate(storage.read_json(f"{folder}/_parts/{marker}"))
+        except (UnreadableFile, ValidationError):
+            return None  # a marker only saves work: without it the part is built again
+        problems = [
+            f"{storage.url(f'{folder}/{rel}')}: {problem}"
+            for rel, (size, sha256) in part_files(part).items()
+            if (problem := file_problem(storage, f"{folder}/{rel}", size, sha256, digest=True))
+        ]
+        if problems and storage.exists(f"{folder}/{MANIFEST}"):
+            warn_once(f"{problems[0]}: not reused, built again (`textmill verify` checks the rest)")
+        return None if problems else part
 
     def _link_part(self, folder: str, part: PartResult) -> None:
         storage = self.ws.storage
@@ -151,8 +180,9 @@ class VersionBuilder:
         rel = f"{folder}part-{key}.parquet"
         rejected_rel = "" if rejected is None else f"{REJECTED_FOLDER}/part-{key}.parquet"
         data = storage.write_parquet(f"{self.dir}/{rel}", docs, crash_name="part.write")
+        rejected_data = b""
         if rejected is not None:
-            storage.write_parquet(f"{self.dir}/{rejected_rel}", rejected)
+            rejected_data = storage.write_parquet(f"{self.dir}/{rejected_rel}", rejected)
         part = PartResult(
             key=key,
             file=rel,
@@ -161,6 +191,8 @@ class VersionBuilder:
             rejected_rows=0 if rejected is None else rejected.num_rows,
             bytes=len(data),
             sha256=sha256_bytes(data),
+            rejected_bytes=len(rejected_data) if rejected is not None else None,
+            rejected_sha256=sha256_bytes(rejected_data) if rejected is not None else "",
             **stats,
         )
         crash_point("part.done")
@@ -244,7 +276,13 @@ class Dataset:
         self.stage = stage
         self.version = version
         self.dir = ws.stage_dir(stage, version)
-        self.manifest = Manifest.model_validate(ws.storage.read_json(path))
+        try:
+            self.manifest = Manifest.model_validate(ws.read_manifest_json(path))
+        except (UnreadableFile, ValidationError) as exc:
+            raise DatasetError(
+                f"{stage} version {version}: {_manifest_problem(ws.storage.url(path), exc)}: "
+                f"the version is not usable; {repair_hint(ws, stage, version)}"
+            ) from None
 
     @classmethod
     def current(cls, ws: Workspace, stage: str) -> Dataset:
@@ -257,15 +295,153 @@ class Dataset:
 
     def part_paths(self, rejected: bool = False) -> list[str]:
         """The parts' files, or their rejected files (parts that are not documents have none)."""
+        return [f"{self.dir}/{rel}" for rel in self._part_files(rejected)]
+
+    def _part_files(self, rejected: bool = False) -> list[str]:
         files = [p.rejected_file if rejected else p.file for p in self.manifest.parts]
-        return [f"{self.dir}/{rel}" for rel in files if rel]
+        return [rel for rel in files if rel]
 
     def read(self, columns: list[str] | None = None, rejected: bool = False) -> pa.Table:
-        tables = [self.ws.storage.read_parquet(p, columns) for p in self.part_paths(rejected)]
+        tables = [self.read_parquet(rel, columns) for rel in self._part_files(rejected)]
         return pa.concat_tables(tables) if tables else pa.table({})
 
     def iter_batches(
         self, columns: list[str] | None = None, batch_size: int = 1024
     ) -> Iterator[pa.RecordBatch]:
-        for path in self.part_paths():
-            yield from self.ws.storage.iter_parquet_batches(path, columns, batch_size)
+        for rel in self._part_files():
+            self.check([rel])
+            with self._read_errors():
+                yield from self.ws.storage.iter_parquet_batches(
+                    f"{self.dir}/{rel}", columns, batch_size
+                )
+
+    def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """One Parquet file of the version (relative to its folder), its size checked first."""
+        self.check([rel])
+        with self._read_errors():
+            return self.ws.storage.read_parquet(f"{self.dir}/{rel}", columns)
+
+    @contextmanager
+    def _read_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except UnreadableFile as exc:
+            raise DatasetError(f"{exc}: {repair_hint(self.ws, self.stage, self.version)}") from None
+
+    # ----- integrity: is every file what the manifest says? -----
+
+    def expected_files(self) -> dict[str, tuple[int | None, str]]:
+        """Every file the manifest names, relative to the version folder: (bytes, sha256), None
+        and "" where it records none (files of parts written before they were recorded)."""
+        files: dict[str, tuple[int | None, str]] = {}
+        for part in self.manifest.parts:
+            files.update(part_files(part))
+        for entry in self.manifest.files:
+            files[entry["file"]] = (entry.get("bytes"), entry.get("sha256", ""))
+        return files
+
+    def problems(self, files: Iterable[str] | None = None, digest: bool = True) -> list[str]:
+        """One line per file (of `files`, relative to the folder; default all) that is not what
+        the manifest says: missing, of another size, or (with `digest`) of other content."""
+        expected = self.expected_files()
+        storage = self.ws.storage
+        found = []
+        for rel in expected if files is None else files:
+            size, sha256 = expected.get(rel, (None, ""))
+            problem = file_problem(storage, f"{self.dir}/{rel}", size, sha256, digest)
+            if problem:
+                found.append(f"{storage.url(f'{self.dir}/{rel}')}: {problem}")
+        return found
+
+    def check(self, files: Iterable[str] | None = None, digest: bool = False) -> None:
+        """Raise DatasetError naming the first file of `files` (default all) that is not what
+        the manifest says, and what to do. Without `digest` only sizes: a stat per file."""
+        problems = self.problems(files, digest)
+        if problems:
+            more = f" (and {len(problems) - 1} more files)" if len(problems) > 1 else ""
+            raise DatasetError(
+                f"{self.stage} version {self.version}: {problems[0]}{more}: "
+                f"{repair_hint(self.ws, self.stage, self.version)}"
+            )
+
+
+@dataclass
+class VersionCheck:
+    """What `verify` found in one version."""
+
+    stage: str
+    version: str
+    current: bool
+    files: int  # files checked
+    problems: list[str]  # one line each; none when the version is whole
+    advice: str = ""  # what to do, when there are problems
+
+
+def verify(ws: Workspace, stages: Iterable[str] | None = None) -> list[VersionCheck]:
+    """Every version of `stages` (default: every stage on disk) checked against its manifest:
+    each file it names, by size and sha256; a manifest that cannot be read; a CURRENT that names
+    no committed version. Reads every byte: `textmill verify`, not every run, does this."""
+    checks = []
+    for stage in stages or ws.stages_on_disk():
+        current = ws.current_version(stage)
+        for version, problem in ws.unreadable_versions(stage).items():
+            checks.append(VersionCheck(stage, version, version == current, 1, [problem]))
+        for version in ws.committed_versions(stage, warn=False):
+            checks.append(_check_version(ws, stage, version, version == current))
+        if current and current not in {c.version for c in checks if c.stage == stage}:
+            problem = f"CURRENT names version {current}, which is not committed"
+            checks.append(VersionCheck(stage, current, True, 0, [problem]))
+        for check in checks:
+            if check.stage == stage and check.problems and not check.advice:
+                check.advice = repair_hint(ws, stage, check.version)
+    return checks
+
+
+def _check_version(ws: Workspace, stage: str, version: str, current: bool) -> VersionCheck:
+    try:
+        dataset = Dataset(ws, stage, version)
+    except DatasetError as exc:  # JSON, but not a manifest
+        return VersionCheck(stage, version, current, 1, [str(exc)])
+    problems = dataset.problems(digest=True)
+    return VersionCheck(stage, version, current, len(dataset.expected_files()), problems)
+
+
+def part_files(part: PartResult) -> dict[str, tuple[int | None, str]]:
+    """A part's files, relative to its version folder: (bytes, sha256) where recorded."""
+    files: dict[str, tuple[int | None, str]] = {part.file: (part.bytes, part.sha256)}
+    if part.rejected_file:
+        files[part.rejected_file] = (part.rejected_bytes, part.rejected_sha256)
+    for rel in part.extra_files:
+        files[rel] = (None, "")
+    return files
+
+
+def file_problem(
+    storage: Storage, rel: str, size: int | None, sha256: str, digest: bool
+) -> str | None:
+    """What is wrong with a file that should have `size` bytes and this sha256, or None."""
+    try:
+        actual = storage.size(rel)
+    except FileNotFoundError:
+        return "missing"
+    if size is not None and actual != size:
+        return f"{actual} bytes, the manifest says {size}"
+    if digest and sha256 and sha256_file(storage.fs, storage.path(rel)) != sha256:
+        return "its content changed (its sha256 is not the manifest's)"
+    return None
+
+
+def repair_hint(ws: Workspace, stage: str, version: str) -> str:
+    """What to do about a damaged version."""
+    if ws.current_version(stage) == version:
+        return f"`textmill run {stage} --force` builds it again"
+    folder = ws.storage.url(ws.stage_dir(stage, version))
+    return f"it is not the current version: delete {folder} or let `textmill gc` remove it"
+
+
+def _manifest_problem(url: str, exc: Exception) -> str:
+    if isinstance(exc, UnreadableFile):
+        return str(exc)
+    first = exc.errors()[0] if isinstance(exc, ValidationError) and exc.errors() else {}
+    where = ".".join(str(x) for x in first.get("loc", ()))
+    return f"{url}: not a manifest ({where}: {first.get('msg', exc)})"

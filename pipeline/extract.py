@@ -9,21 +9,29 @@ Every response ends up as a document or in `rejected/` with a reason: `revisit` 
 `too_large`, `truncated_record`, `empty_extraction`,
 `extract_timeout`, `extract_error`, `takedown` (the workspace's takedown list names the page or its
 site: pipeline/takedown.py). A corrupt or truncated file yields the records before the
-damage, and the error (file and byte offset) is recorded in the manifest. Plain-text bodies of
-`book` sources lose Project Gutenberg's license header and footer (pipeline/gutenberg.py).
+damage, and the error (file and byte offset) is recorded in the manifest; in a .warc.gz reading
+goes on at the next gzip member after the damage. A file listed under `warc` that is not a WARC
+or ARC file at all is a config error. Plain-text bodies of `book` sources lose Project
+Gutenberg's license header and footer (pipeline/gutenberg.py).
 
 Document files a source lists (`documents:` JSONL or Parquet, e.g. a corpus made elsewhere) are
 imported as they are: the text (field `text`, or the source's `text_key`) is required; the id
 (`id`, or `id_key`), `url`, `title`, `author`, `date`, `language` and `license` are kept when
 present; `warc_file` and `warc_offset` then name the file and the line (or row, from 1) a
 document came from. Rows without text are rejected as `empty_text`; a file none of whose rows
-has the text field is a config error (the field is named otherwise: set `text_key`).
+has the text field is a config error (the field is named otherwise: set `text_key`). A bad row
+(not UTF-8, not JSON, not an object, text that is not a string, a field that is an object, a lone
+surrogate) is one error in the manifest, naming file and line, and the other rows go on; so is a
+damaged or truncated file, after the rows before the damage. Ids must be unique within a file:
+the first row with an id keeps it, and later ones are rejected as `duplicate_id` (under an id of
+their own, the line's digest, so that ids stay unique in the dataset; the detail names the
+repeated id and where it was first). Ids repeated across two files are not caught here.
 """
 
 from __future__ import annotations
 
-import codecs
 import glob
+import gzip
 import json
 import logging
 import os
@@ -31,6 +39,7 @@ import re
 import signal
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,21 +49,30 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 import trafilatura
 from trafilatura.utils import decode_file, load_html
 
 from pipeline import gutenberg, progress, takedown
+from pipeline.charset import BOMS, codec
 from pipeline.config import ConfigError, ExtractConfig, RunConfig
 from pipeline.crash import crash_point
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
 from pipeline.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, documents_table
-from pipeline.warc import WarcReadError, is_truncated, iter_records, open_binary, split_points
+from pipeline.warc import (
+    WarcReadError,
+    is_truncated,
+    iter_records,
+    looks_like_archive,
+    open_binary,
+    split_points,
+)
 from pipeline.workspace import Workspace
 
 NAME = "extract"
 # What the output depends on besides the config: this module, and the libraries that parse.
-CODE_VERSION = f"6+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
+CODE_VERSION = f"7+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}
@@ -142,11 +160,33 @@ def list_inputs(cfg: RunConfig, ws: Workspace) -> list[InputFile]:
             " and no `warc` paths in the config's sources"
         )
     digests = ws.file_digests([url for url, *_ in found])
+    _check_listed_archives(ws, found, digests)
     listed = takedown.digest(takedown.load(ws))
     return [
         InputFile(url, path, source, kind, gen, *digests[url], takedown=listed, **keys[source])
         for url, path, source, kind, gen in found
     ]
+
+
+def _check_listed_archives(
+    ws: Workspace, found: list[tuple[str, str, str, str, str | None]], digests: dict
+) -> None:
+    """A file a source lists under `warc` that is no WARC or ARC file (a page, a PDF, a file
+    of notes) would quietly give no documents, or garbage ones: it is a config error. The
+    answer is cached by content digest, so `status` reads each file's head once."""
+    with ws.cache("archive-files") as known:
+        for url, path, source, _, generation in found:
+            if generation is not None or url.endswith(DOCUMENT_SUFFIXES):
+                continue  # crawl generations are textmill's own; document files are read as such
+            sha256 = digests[url][0]
+            if sha256 not in known:
+                with open_binary(url) as fh:
+                    known[sha256] = looks_like_archive(fh)
+            if not known[sha256]:
+                raise ConfigError(
+                    f"sources.{source}.warc: {path} is not a WARC or ARC file (gzipped or not, "
+                    "a WARC file begins with `WARC/`, an ARC file with `filedesc://`)"
+                )
 
 
 def _glob(pattern: str) -> list[str]:
@@ -302,17 +342,27 @@ def apply_source_metadata(
 
 
 def import_documents(file: InputFile, problems: list[dict]) -> Iterator[dict]:
-    """The documents of a JSONL(.gz) or Parquet file; a bad line is one recorded problem."""
+    """The documents of a JSONL(.gz) or Parquet file; a bad row is one recorded problem, and a
+    repeated id keeps its first row (the module docstring says how the others are rejected)."""
     rows = with_text = 0
     fields_seen: set[str] = set()
+    first_line: dict[str, int] = {}  # id -> the line that has it
     for line, row in _document_rows(file, problems):
         if not isinstance(row, dict):
-            problems.append({"line": line, "error": f"expected a JSON object, got {type(row)}"})
+            problems.append({"line": line, "error": f"expected a JSON object, got {_kind(row)}"})
             continue
         rows += 1
         with_text += file.text_key in row
         fields_seen.update(row)
-        yield _imported_document(file, line, row)
+        try:
+            doc = _imported_document(file, line, row)
+        except BadRow as exc:
+            problems.append({"line": line, "error": str(exc)})
+            continue
+        first = first_line.setdefault(doc["id"], line)
+        if first != line:
+            doc = _duplicate(doc, file, line, first)
+        yield doc
     if rows and not with_text:
         raise ConfigError(
             f"sources.{file.source}.documents: {file.path}: no row has a {file.text_key!r} "
@@ -321,46 +371,135 @@ def import_documents(file: InputFile, problems: list[dict]) -> Iterator[dict]:
         )
 
 
+class BadRow(ValueError):
+    """A row of a document file that cannot be a document; the message says which field."""
+
+
 def _imported_document(file: InputFile, line: int, row: dict[str, Any]) -> dict:
+    text = row.get(file.text_key)
+    if text is not None and not isinstance(text, str):
+        raise BadRow(f"{file.text_key!r} is {_kind(text)}, not a string")
     url = row.get("url")
+    if url is not None and not isinstance(url, str):
+        raise BadRow(f"'url' is {_kind(url)}, not a string")
     doc = {
-        "id": str(row.get(file.id_key) or short_digest(f"{file.sha256}:{line}")),
-        "text": row.get(file.text_key) or "",
+        "id": _imported_id(file, line, row.get(file.id_key)),
+        "text": text or "",
         "source": file.source,
         "source_kind": file.kind,
         "generation": file.generation,
         "warc_file": file.path,
         "warc_offset": line,
         "hostname": _hostname(url),
-        **{name: _as_text(row.get(name)) for name in IMPORTED_FIELDS},
+        **{name: _field_text(name, row.get(name)) for name in IMPORTED_FIELDS},
     }
-    if not isinstance(doc["text"], str) or not doc["text"].strip():
+    for name, value in doc.items():
+        if isinstance(value, str) and not _encodable(value):
+            raise BadRow(f"{name!r} holds a lone surrogate (e.g. \\ud800): not valid Unicode")
+    if not doc["text"].strip():
         return _reject(doc, "empty_text", f"line {line}: no text")
     return doc
 
 
+def _imported_id(file: InputFile, line: int, value: Any) -> str:
+    """The row's own id, or the digest of where it is (the same file gives the same ids)."""
+    if value is None or value == "":
+        return short_digest(f"{file.sha256}:{line}")
+    if isinstance(value, dict | list):
+        raise BadRow(f"{file.id_key!r} is {_kind(value)}, not a string or number")
+    return str(value)
+
+
+def _duplicate(doc: dict, file: InputFile, line: int, first: int) -> dict:
+    """A row whose id an earlier row has: rejected, under the digest of its line, so that a
+    document's id names one row (dedup, takedown and `inspect` find documents by id)."""
+    detail = f"line {line}: id {doc['id']!r} is also at line {first}, which is kept"
+    duplicate = {**doc, "id": short_digest(f"{file.sha256}:{line}")}
+    if "reason" in duplicate:  # already rejected (no text): its first reason stays
+        duplicate["detail"] += f"; {detail}"
+        return duplicate
+    return _reject(duplicate, "duplicate_id", detail)
+
+
+def _field_text(name: str, value: Any) -> str | None:
+    """A metadata field as text: a list of plain values joined with "; " (several authors),
+    other plain values (numbers, dates in Parquet) as written; an object is the row's error."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and not any(isinstance(v, dict | list) for v in value):
+        return "; ".join(map(str, value))
+    if isinstance(value, dict | list):
+        raise BadRow(f"{name!r} is {_kind(value)}, not text")
+    return str(value)
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words."""
+    kinds = {dict: "an object", list: "a list", bool: "a boolean", int: "a number"}
+    return kinds.get(type(value), "a number" if isinstance(value, float) else type(value).__name__)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# What a damaged file raises part way: gzip (truncated, damaged, not gzip at all), Parquet.
+# Not every OSError: a read that failed for a moment (a network error) must fail the unit,
+# to be run again, rather than be committed as the file's end.
+_DAMAGED_FILE = (EOFError, zlib.error, gzip.BadGzipFile, pa.ArrowInvalid)
+
+
 def _document_rows(file: InputFile, problems: list[dict]) -> Iterator[tuple[int, Any]]:
-    """(line, row) from 1, as editors and error messages count lines (Parquet: rows)."""
-    if file.path.endswith(".parquet"):
-        with fsspec.open(file.url, "rb") as fh:
-            line = 1
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024):
-                for row in batch.to_pylist():
-                    yield line, row
-                    line += 1
-        return
-    with fsspec.open(file.url, "rt", encoding="utf-8", compression="infer") as fh:
-        for line, text in enumerate(fh, start=1):
-            if not text.strip():
+    """(line, row) from 1, as editors and error messages count lines (Parquet: rows). A file
+    that cannot be read to its end is one problem, at the first line it could not give."""
+    line = 0
+    rows = _parquet_rows(file) if file.path.endswith(".parquet") else _jsonl_rows(file, problems)
+    try:
+        for line, row in rows:
+            yield line, row
+    except _DAMAGED_FILE as exc:
+        after = f"nothing after line {line} could be read" if line else "no row could be read"
+        problems.append({"line": line + 1, "error": f"{_damage(exc)}: {after}"})
+
+
+def _damage(exc: Exception) -> str:
+    if isinstance(exc, EOFError):
+        return "the gzip data ends early (a truncated file)"
+    if isinstance(exc, zlib.error | gzip.BadGzipFile):
+        return f"damaged gzip data ({exc})"
+    return f"not a readable Parquet file ({exc})"
+
+
+def _parquet_rows(file: InputFile) -> Iterator[tuple[int, Any]]:
+    with fsspec.open(file.url, "rb") as fh:
+        line = 1
+        for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                yield line, row
+                line += 1
+
+
+def _jsonl_rows(file: InputFile, problems: list[dict]) -> Iterator[tuple[int, Any]]:
+    """Lines are decoded one by one, so a line that is not UTF-8 costs only itself."""
+    with fsspec.open(file.url, "rb", compression="infer") as fh:
+        for line, raw in enumerate(fh, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield line, json.loads(text)
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                problems.append(
+                    {"line": line, "error": f"not UTF-8 (byte {exc.start + 1} of the line)"}
+                )
+                continue
             except json.JSONDecodeError as exc:
                 problems.append({"line": line, "error": f"not JSON: {exc}"})
-
-
-def _as_text(value: Any) -> str | None:
-    return None if value is None else str(value)
+                continue
+            yield line, row
 
 
 def record_to_document(
@@ -483,7 +622,7 @@ def decode_payload(payload: bytes, declared: str | None, is_html: bool) -> tuple
     valid UTF-8 with non-ASCII in them (a wrong latin-1 label is a common server default); else
     the declared charset, then the page's <meta charset>, then detection (charset_normalizer,
     as trafilatura does). Latin-1 and ASCII labels mean windows-1252, as browsers read them."""
-    for bom, charset in _BOMS:
+    for bom, charset in BOMS:
         if payload.startswith(bom):
             return payload[len(bom) :].decode(charset, errors="replace"), charset
     meta = _META_CHARSET.search(payload[:4096]) if is_html else None
@@ -494,27 +633,13 @@ def decode_payload(payload: bytes, declared: str | None, is_html: bool) -> tuple
         "utf-8",
     ]
     for label in candidates:
-        charset = _charset_name(label)
+        charset = codec(label)
         if charset:
             try:
                 return payload.decode(charset), charset
             except UnicodeDecodeError:
                 continue
     return decode_file(payload), "detected"
-
-
-_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
-
-
-def _charset_name(label: str | None) -> str | None:
-    """A Python codec name for a charset label, or None if unknown."""
-    if not label:
-        return None
-    try:
-        name = codecs.lookup(label.strip().strip("\"'")).name
-    except LookupError:
-        return None
-    return "cp1252" if name in ("latin-1", "iso8859-1", "ascii") else name
 
 
 @contextmanager

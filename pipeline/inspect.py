@@ -120,6 +120,7 @@ class Catalog:
             if ws.current_version(stage) is None:
                 continue
             dataset = Dataset.current(ws, stage)
+            dataset.check()  # DuckDB's error for a truncated part says neither what nor why
             self.datasets[stage] = dataset
             self._view(stage, dataset.part_paths())
             self._view(f"{stage}_rejected", dataset.part_paths(rejected=True))

@@ -329,8 +329,7 @@ def write_shards(build: Any, parts: list[PartResult]) -> Reduced:
     eval_sets = {}
     eot = tokenizer.token_to_id(_special_tokens(tokenizer)[0])
     for name, entry in inputs["eval_sets"].items():
-        with fsspec.open(entry["path"], "rb") as fh:
-            text = fh.read().decode("utf-8")
+        text = _eval_set_text(name, entry["path"])
         writer = ShardWriter(out, f"eval/{name}", cfg, dtype)
         writer.add(np.asarray([*tokenizer.encode(text, add_special_tokens=False).ids, eot], dtype))
         files += writer.close()
@@ -354,6 +353,17 @@ def write_shards(build: Any, parts: list[PartResult]) -> Reduced:
     return Reduced(files, stats)
 
 
+def _eval_set_text(name: str, url: str) -> str:
+    with fsspec.open(url, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"shards.eval_sets.{name}: {url} is not UTF-8 text (byte {exc.start + 1})"
+        ) from None
+
+
 def _load_tokens(out: VersionBuilder, rel: str) -> np.ndarray:
     storage = out.ws.storage
     path = f"{out.dir}/{rel}"
@@ -369,7 +379,7 @@ def token_stream(ws: Workspace, split: str, version: str | None = None) -> np.nd
     """All tokens of one split (`train`, `val` or `eval/<name>`) joined, in order."""
     dataset = Dataset(ws, NAME, version) if version else Dataset.current(ws, NAME)
     arrays = [
-        ws.storage.read_parquet(f"{dataset.dir}/{entry['file']}").column("tokens").combine_chunks()
+        dataset.read_parquet(entry["file"]).column("tokens").combine_chunks()  # size checked
         for entry in dataset.manifest.files
         if entry["file"].startswith(f"{split}/shard-")
     ]

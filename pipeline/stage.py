@@ -6,6 +6,8 @@ old ones, unit by unit (each unit's part reused if any earlier build already mad
 `CURRENT` moves only after the manifest is written. The Prefect flows and the plain runner both
 call `begin`, map `process` over `build.todo`, then call `finish`, which runs the stage's
 `reduce` step (if any: work over all parts at once, such as training a tokenizer) and commits.
+Before any work, the input parts it will read are checked against their manifests (size and
+sha256), so a part changed on disk is an error that names it, never passed on unseen.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.config import RunConfig, Section
-from pipeline.datasets import Dataset, Manifest, PartResult, VersionBuilder, version_key
+from pipeline.datasets import (
+    Dataset,
+    DatasetError,
+    Manifest,
+    PartResult,
+    VersionBuilder,
+    version_key,
+)
 from pipeline.workspace import Workspace
 
 
@@ -92,8 +101,11 @@ def current_manifest(ws: Workspace, stage: str) -> Manifest | None:
     return Dataset(ws, stage, current).manifest
 
 
-def begin(stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False) -> Build:
-    """Decide the version and what is left to do. Call with the workspace lock held."""
+def begin(
+    stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False, check_inputs: bool = True
+) -> Build:
+    """Decide the version and what is left to do. Call with the workspace lock held.
+    `check_inputs=False`: the caller reads no input part (a takedown rewrites the stage's own)."""
     raw_inputs = stage.list_inputs(cfg, ws)
     key, inputs = _version_key(stage, cfg, raw_inputs)
     section = stage.section(cfg)
@@ -120,7 +132,32 @@ def begin(stage: MapStage, cfg: RunConfig, ws: Workspace, force: bool = False) -
     # A forced build reuses nothing but what it made itself before it was killed.
     build.done = build.builder.finished_parts(set(build.keys), elsewhere=not force)
     build.todo = [(unit, k) for unit, k in keyed if k not in build.done]
+    if check_inputs:
+        # A reduce step may read any input part, and a stage without units all of its input.
+        reads = keyed if stage.reduce else build.todo
+        _check_inputs(stage, cfg, ws, [unit for unit, _ in reads], every_part=not keyed)
     return build
+
+
+def _check_inputs(
+    stage: MapStage, cfg: RunConfig, ws: Workspace, units: list[Any], every_part: bool
+) -> None:
+    """Raise DatasetError unless every upstream file the units name (a path among their fields)
+    is what its manifest says, size and sha256; with `every_part`, every input part. Hashing is
+    cheap beside the work that reads the parts: on this project's 2-core machine sha256 runs at
+    1.4 GB/s, curation at 716 documents/s (bench/curate.py)."""
+    fields = [getattr(unit, "__dict__", {}) for unit in units]
+    named = {value for unit in fields for value in unit.values() if isinstance(value, str)}
+    for name in stage.upstream(cfg):
+        if ws.current_version(name) is None:
+            continue
+        dataset = Dataset.current(ws, name)
+        files = dataset.expected_files()
+        if every_part:
+            reads = [part.file for part in dataset.manifest.parts]
+        else:
+            reads = [rel for rel in files if f"{dataset.dir}/{rel}" in named]
+        dataset.check(reads, digest=True)
 
 
 def finish(build: Build, results: list[PartResult]) -> Manifest:
@@ -173,8 +210,12 @@ def build_summary(build: Build, manifest: Manifest) -> dict[str, Any]:
 
 def up_to_date(stage: MapStage, cfg: RunConfig, ws: Workspace) -> Manifest | None:
     """The current version's manifest if it is what the config asks for now, else None.
-    Reads only: callers use it to skip work (and Prefect's start-up) without taking the lock."""
-    manifest = current_manifest(ws, stage.name)
+    Reads only: callers use it to skip work (and Prefect's start-up) without taking the lock.
+    A current version whose manifest cannot be read is not up to date: a build replaces it."""
+    try:
+        manifest = current_manifest(ws, stage.name)
+    except DatasetError:
+        return None
     return manifest if manifest and manifest.key == target_key(stage, cfg, ws)[0] else None
 
 
@@ -195,13 +236,18 @@ def run(
 
 def _committed_with_key(ws: Workspace, stage: str, key: str) -> str | None:
     """The committed folder holding version `key`: the current one if it does, else the
-    newest (a forced rebuild is newer than what it rebuilt)."""
+    newest (a forced rebuild is newer than what it rebuilt). A folder whose manifest cannot be
+    read holds nothing committed (`committed_versions` warns of it)."""
     current = ws.current_version(stage)
-    candidates = [current] if current else []
-    candidates += [v for v in reversed(ws.committed_versions(stage)) if v.startswith(key)]
+    committed = ws.committed_versions(stage)
+    candidates = [current] if current in committed else []
+    candidates += [v for v in reversed(committed) if v.startswith(key)]
     for version in candidates:
-        if ws.is_committed(stage, version) and Dataset(ws, stage, version).manifest.key == key:
-            return version
+        try:
+            if Dataset(ws, stage, version).manifest.key == key:
+                return version
+        except DatasetError:
+            continue  # JSON, but not a manifest: not committed either
     return None
 
 

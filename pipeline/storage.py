@@ -12,6 +12,7 @@ import os
 import posixpath
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -21,6 +22,24 @@ import pyarrow.parquet as pq
 from pipeline.crash import crash_point
 
 TMP_MARK = ".tmp-"
+
+
+class UnreadableFile(ValueError):
+    """A file that is there but cannot be read as what it should be (truncated, garbled): the
+    message names it. A ValueError, as the JSON and Arrow errors it stands for are, so callers
+    that handled those still do; `url` and `reason` let them say what to do about it."""
+
+    def __init__(self, url: str, kind: str, exc: BaseException):
+        self.url = url
+        self.reason = _reason(exc)
+        super().__init__(f"{url}: cannot be read as {kind} ({self.reason})")
+
+
+def _reason(exc: BaseException) -> str:
+    """The first sentence of a library's message, without pyarrow's name for an open file."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = text.replace("Could not open Parquet input source '<Buffer>': ", "")
+    return text.split(". ")[0].rstrip(".")
 
 
 class Storage:
@@ -82,7 +101,13 @@ class Storage:
         return self.read_bytes(rel).decode("utf-8")
 
     def read_json(self, rel: str) -> Any:
-        return json.loads(self.read_bytes(rel))
+        try:
+            return json.loads(self.read_bytes(rel))
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: a garbled file
+            raise UnreadableFile(self.url(rel), "JSON", exc) from None
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
 
     def write_bytes(self, rel: str, data: bytes, crash_name: str | None = None) -> None:
         """Atomic write. `crash_name` names an injectable crash point half-way through the bytes."""
@@ -113,18 +138,28 @@ class Storage:
         return data
 
     def read_parquet(self, rel: str, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open(self.path(rel), "rb") as fh:
+        with self.fs.open(self.path(rel), "rb") as fh, self._parquet_errors(rel):
             return pq.read_table(fh, columns=columns)
 
     def read_parquet_schema(self, rel: str) -> pa.Schema:
-        with self.fs.open(self.path(rel), "rb") as fh:
+        with self.fs.open(self.path(rel), "rb") as fh, self._parquet_errors(rel):
             return pq.read_schema(fh)
 
     def iter_parquet_batches(
         self, rel: str, columns: list[str] | None = None, batch_size: int = 1024
     ) -> Iterator[pa.RecordBatch]:
-        with self.fs.open(self.path(rel), "rb") as fh:
+        with self.fs.open(self.path(rel), "rb") as fh, self._parquet_errors(rel):
             yield from pq.ParquetFile(fh).iter_batches(batch_size=batch_size, columns=columns)
+
+    @contextmanager
+    def _parquet_errors(self, rel: str) -> Iterator[None]:
+        """pyarrow's errors name neither the file nor (for a file object) anything at all."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:
+            raise UnreadableFile(self.url(rel), "Parquet", exc) from None
 
     def copy(self, src_rel: str, dst_rel: str) -> None:
         """Copy a finished file to a new name atomically (hard link where the filesystem can)."""

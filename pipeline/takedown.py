@@ -25,8 +25,16 @@ How the list acts:
 
 Only up-to-date document stages can be rewritten this way (their version must differ from a
 full rebuild's by the list alone): a stale one is an error before anything changes, and
-`textmill run` (which applies the list) is the way forward. That is also the way on after a
-takedown killed half-way: the list is saved first, so the stages it did not reach are stale.
+`textmill run` (which applies the list) is the way forward.
+
+A takedown is a job that finishes even if it is killed: the new entries and the job (the
+version each document stage had when it began, and what was asked) are written to the list
+file together, in one atomic write, before any dataset changes; the job is cleared once the
+shards are rebuilt. While one is pending, `textmill takedown` first finishes it: each stage
+still at the version it began from is rewritten (those stages are stale only by the list),
+each stage rewritten already is left as it is. Run it again with the same targets, or with
+none (`textmill takedown -c CFG`). Only a stage changed since the job began in another way
+(a config edited, an input rebuilt) stops it, before anything changes: `textmill run` it.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import RunConfig
+from pipeline.crash import crash_point
 from pipeline.crawl.urls import normalize_url
 from pipeline.datasets import (
     REJECTED_FOLDER,
@@ -52,7 +61,7 @@ from pipeline.datasets import (
     VersionBuilder,
     short_digest,
 )
-from pipeline.stage import Build, MapStage, begin
+from pipeline.stage import Build, MapStage, begin, target_key
 from pipeline.workspace import Workspace
 
 LIST_FILE = "takedown.json"
@@ -149,9 +158,10 @@ def load_checked(ws: Workspace, expected: str, stage: str) -> TakedownList:
     return listed
 
 
-def add(ws: Workspace, entries: list[Entry]) -> list[Entry]:
+def add(ws: Workspace, entries: list[Entry], job: dict[str, Any] | None = None) -> list[Entry]:
     """Add entries to the workspace's list (those already in it are left as they were); returns
-    the ones added. Call with the workspace lock held."""
+    the ones added. `job`: a takedown job to record as pending in the same write (or None to
+    leave the file's job as it is). Call with the workspace lock held."""
     listed = load(ws)
     known = {(e.kind, e.value) for e in listed.entries}
     added = []
@@ -159,10 +169,27 @@ def add(ws: Workspace, entries: list[Entry]) -> list[Entry]:
         if (entry.kind, entry.value) not in known:
             known.add((entry.kind, entry.value))
             added.append(entry)
-    if added:
-        data = {"entries": [asdict(e) for e in [*listed.entries, *added]]}
-        ws.storage.write_json(LIST_FILE, data)
+    if added or job is not None:
+        _write(ws, [*listed.entries, *added], job if job is not None else pending_job(ws))
     return added
+
+
+def pending_job(ws: Workspace) -> dict[str, Any] | None:
+    """The takedown a kill left unfinished ({started, entries, versions}), or None."""
+    if not ws.storage.exists(LIST_FILE):
+        return None
+    try:
+        job = ws.storage.read_json(LIST_FILE).get("pending")
+    except (ValueError, AttributeError):
+        return None  # `load` says what is wrong with the file
+    return job if isinstance(job, dict) else None
+
+
+def _write(ws: Workspace, entries: list[Entry], job: dict[str, Any] | None) -> None:
+    data: dict[str, Any] = {"entries": [asdict(e) for e in entries]}
+    if job:
+        data["pending"] = job
+    ws.storage.write_json(LIST_FILE, data)
 
 
 def digest(listed: TakedownList) -> str:
@@ -272,33 +299,50 @@ class StageChange:
 
 def take_down(cfg: RunConfig, ws: Workspace, entries: list[Entry], map_fn: Any) -> dict[str, Any]:
     """Add `entries` to the list and apply it to the current datasets and shards (module
-    docstring); `map_fn` runs the shards stage's units (pipeline/runner.py)."""
+    docstring), after finishing the takedown a kill left unfinished, if any (then `entries`
+    may be empty); `map_fn` runs the shards stage's units (pipeline/runner.py)."""
+    with ws.lock("textmill takedown"):
+        unfinished = pending_job(ws)
+        if unfinished is not None:
+            _check_resumable(cfg, ws, unfinished)
+            result = _apply(cfg, ws, unfinished, [], map_fn)
+            if not _new(ws, entries):
+                return {**result, "resumed": unfinished["started"]}
+        _check_up_to_date(cfg, ws)
+        job = {
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "entries": [asdict(e) for e in entries],
+            "versions": _document_versions(ws),
+        }
+        added = add(ws, entries, job)
+        crash_point("takedown.listed")
+        result = _apply(cfg, ws, job, added, map_fn)
+    return {**result, "resumed": unfinished["started"] if unfinished else None}
+
+
+def _apply(
+    cfg: RunConfig, ws: Workspace, job: dict[str, Any], added: list[Entry], map_fn: Any
+) -> dict[str, Any]:
+    """Rewrite every document stage that the list makes stale, rebuild the shards, then clear
+    the job: the result of the takedown."""
     # imported here: the stage registry imports the stage modules, which import this module
     from pipeline import stage as stage_api
-    from pipeline.stages import DOCUMENT_STAGES, SHARDS, all_statuses, pipeline_order
+    from pipeline.stages import DOCUMENT_STAGES, SHARDS, pipeline_order
 
-    with ws.lock("textmill takedown"):
-        statuses = {s.stage: s for s in all_statuses(cfg, ws)}
-        for name in DOCUMENT_STAGES:
-            if statuses[name].state == "stale":
-                raise DatasetError(
-                    f"takedown: {name} is stale ({'; '.join(statuses[name].reasons)}), so its "
-                    f"current version cannot be rewritten cheaply; nothing was changed. Run "
-                    f"`textmill run {name}` (and the stages after it) first, then the takedown"
-                )
-        added = add(ws, entries)
-        listed = load(ws)
-        changes = [
-            _rewrite(stage, cfg, ws, listed)
-            for stage in pipeline_order(cfg)
-            if stage.name in DOCUMENT_STAGES and ws.current_version(stage.name) is not None
-        ]
-        shards = None
-        if ws.current_version(SHARDS.name) is not None:
-            shards = stage_api.run(SHARDS, cfg, ws, map_fn)
+    listed = load(ws)
+    changes = [
+        _rewrite(stage, cfg, ws, listed)
+        for stage in pipeline_order(cfg)
+        if stage.name in DOCUMENT_STAGES and ws.current_version(stage.name) is not None
+    ]
+    shards = None
+    if ws.current_version(SHARDS.name) is not None:
+        shards = stage_api.run(SHARDS, cfg, ws, map_fn)
+    _write(ws, listed.entries, None)
     removed_ids = sorted({i for change in changes for i in change.removed_ids or []})
     for change in changes:
         change.removed_ids = None
+    asked = TakedownList([Entry(**e) for e in job["entries"]])
     return {
         "added": [asdict(e) for e in added],
         "entries": len(listed),
@@ -307,8 +351,94 @@ def take_down(cfg: RunConfig, ws: Workspace, entries: list[Entry], map_fn: Any) 
         "removed_ids": removed_ids,
         "tokenizer": ws.current_version("tokenizer"),
         "shards": shards,
-        "runs": runs_that_saw(ws, TakedownList(entries)),
+        "runs": runs_that_saw(ws, asked),
     }
+
+
+def _new(ws: Workspace, entries: list[Entry]) -> bool:
+    known = {(e.kind, e.value) for e in load(ws).entries}
+    return any((e.kind, e.value) not in known for e in entries)
+
+
+def _document_versions(ws: Workspace) -> dict[str, str]:
+    from pipeline.stages import DOCUMENT_STAGES
+
+    versions = {name: ws.current_version(name) for name in DOCUMENT_STAGES}
+    return {name: version for name, version in versions.items() if version}
+
+
+def _check_up_to_date(cfg: RunConfig, ws: Workspace) -> None:
+    """A new takedown rewrites only up-to-date stages; a stale one stops it before any change."""
+    from pipeline.stages import DOCUMENT_STAGES, all_statuses
+
+    statuses = {s.stage: s for s in all_statuses(cfg, ws)}
+    for name in DOCUMENT_STAGES:
+        if statuses[name].state == "stale":
+            raise DatasetError(
+                f"takedown: {name} is stale ({'; '.join(statuses[name].reasons)}), so its "
+                f"current version cannot be rewritten cheaply; nothing was changed. Run "
+                f"`textmill run {name}` (and the stages after it) first, then the takedown"
+            )
+
+
+def _check_resumable(cfg: RunConfig, ws: Workspace, job: dict[str, Any]) -> None:
+    """Before a pending job goes on: every document stage is up to date, or still at the version
+    the job began from with the same code and config, reading its input as the job left it (the
+    version it began from, or the rewrite of it). Anything else is an error; nothing changes."""
+    from pipeline.stage import up_to_date
+    from pipeline.stages import DOCUMENT_STAGES, pipeline_order
+
+    began = job["versions"]
+    for stage in pipeline_order(cfg):
+        name = stage.name
+        if name not in DOCUMENT_STAGES or ws.current_version(name) is None:
+            continue
+        if up_to_date(stage, cfg, ws) is not None:
+            continue  # rewritten before the kill, or rebuilt since by `textmill run`
+        why = _changed_since(stage, cfg, ws, began)
+        if why:
+            raise DatasetError(
+                f"takedown: the takedown begun {job['started']} cannot be finished: {name} "
+                f"{why} since it began; nothing was changed. `textmill run {name}` (and the "
+                "stages after it) apply the list, then `textmill takedown -c CONFIG` finishes"
+            )
+
+
+def _changed_since(
+    stage: MapStage, cfg: RunConfig, ws: Workspace, began: dict[str, str]
+) -> str | None:
+    """How a stale stage differs from what the job began with, or None if it does not."""
+    current = Dataset.current(ws, stage.name)
+    if current.version != began.get(stage.name):
+        return f"moved to version {current.version}"
+    manifest = current.manifest
+    if (manifest.code_version, manifest.config_digest) != (
+        stage.code_version,
+        stage.section(cfg).digest(),
+    ):
+        return "has another code version or config"
+    rewritten = False
+    for upstream in stage.upstream(cfg):
+        now = ws.current_version(upstream)
+        if upstream in began and now != began[upstream]:
+            rewritten_from = Dataset(ws, upstream, now).manifest.stats.get("takedown_of")
+            if rewritten_from != began[upstream]:
+                return f"reads {upstream} {now}, which is not the takedown's rewrite of its input"
+            rewritten = True
+    # Its inputs may differ by the list, and (from a rewritten input) by what that took out.
+    ignored = {"takedown", "rows", "content"} if rewritten else {"takedown"}
+    if _without(manifest.inputs, ignored) != _without(target_key(stage, cfg, ws)[1], ignored):
+        return "has other inputs (new or changed files)"
+    return None
+
+
+def _without(inputs: Any, keys: set[str]) -> Any:
+    """Inputs as a manifest records them, without `keys` at any depth."""
+    if isinstance(inputs, dict):
+        return {k: _without(v, keys) for k, v in inputs.items() if k not in keys}
+    if isinstance(inputs, list):
+        return [_without(item, keys) for item in inputs]
+    return inputs
 
 
 def _rewrite(stage: MapStage, cfg: RunConfig, ws: Workspace, listed: TakedownList) -> StageChange:
@@ -317,7 +447,7 @@ def _rewrite(stage: MapStage, cfg: RunConfig, ws: Workspace, listed: TakedownLis
 
     started = time.perf_counter()
     old = Dataset.current(ws, stage.name)
-    build = begin(stage, cfg, ws)
+    build = begin(stage, cfg, ws, check_inputs=False)  # it reads the stage's own parts, not those
     change = StageChange(stage.name, old.version, build.version)
     if build.up_to_date:
         change.note = "the list was applied already"
@@ -330,6 +460,7 @@ def _rewrite(stage: MapStage, cfg: RunConfig, ws: Workspace, listed: TakedownLis
             f"takedown: {stage.name} {old.version} has {len(old.manifest.parts)} parts, a build "
             f"now would have {len(keys)}: run `textmill run {stage.name}`"
         )
+    old.check(digest=True)  # every file it links or rewrites into the new version
     parts, removed_ids = [], []
     for key, part in zip(keys, old.manifest.parts, strict=True):
         new_part, removed, blanked = _rewrite_part(old, part, key, build.builder, listed)
@@ -452,10 +583,11 @@ def runs_that_saw(ws: Workspace, listed: TakedownList) -> list[dict[str, Any]]:
 
 
 def _count_matches(dataset: Dataset, listed: TakedownList) -> int:
+    """A damaged part is a DatasetError: the run is then listed as unknown, with why."""
     return sum(
         hit is not None
-        for path in dataset.part_paths()
-        for hit in _match_table(listed, dataset.ws.storage.read_parquet(path, ["url", "hostname"]))
+        for part in dataset.manifest.parts
+        for hit in _match_table(listed, dataset.read_parquet(part.file, ["url", "hostname"]))
     )
 
 
@@ -465,6 +597,8 @@ def describe_result(result: dict[str, Any]) -> list[str]:
         f"takedown: {len(result['added'])} entries added; the list ({result['list']}) has "
         f"{result['entries']}"
     ]
+    if result.get("resumed"):
+        lines.append(f"takedown: finished the takedown begun {result['resumed']}, cut short")
     for change in result["stages"]:
         if change["old_version"] == change["version"]:
             lines.append(f"{change['stage']}: version {change['version']} unchanged")

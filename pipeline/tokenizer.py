@@ -23,6 +23,7 @@ from pipeline import progress
 from pipeline.config import RunConfig, TokenizerConfig
 from pipeline.datasets import Dataset, DatasetError, Manifest, PartResult
 from pipeline.stage import Reduced
+from pipeline.storage import UnreadableFile
 from pipeline.workspace import Workspace
 
 NAME = "tokenizer"
@@ -186,4 +187,11 @@ def current(ws: Workspace) -> tuple[Manifest, str]:
 @lru_cache(maxsize=4)
 def load(root: str, rel_path: str) -> Tokenizer:
     """A tokenizer from the workspace, cached per process (workers load it once)."""
-    return Tokenizer.from_str(Workspace(root).storage.read_text(rel_path))
+    storage = Workspace(root).storage
+    try:
+        return Tokenizer.from_str(storage.read_text(rel_path))
+    except Exception as exc:  # tokenizers raises a bare Exception for a garbled file
+        raise DatasetError(
+            f"{UnreadableFile(storage.url(rel_path), 'a tokenizer', exc)}: a damaged file; "
+            f"`textmill run {NAME} --force` builds it again"
+        ) from None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import posixpath
+import re
 import socket
 import sys
 import time
@@ -26,7 +28,7 @@ from typing import Any
 import fsspec
 
 from pipeline.crash import crash_point
-from pipeline.storage import TMP_MARK, Storage, sha256_file
+from pipeline.storage import TMP_MARK, Storage, UnreadableFile, sha256_file
 
 MANIFEST = "_manifest.json"
 CURRENT = "CURRENT"
@@ -37,6 +39,16 @@ TOP_LEVEL_STAGES = ("tokenizer", "shards")
 # Locks this process holds, by lock URL: [nesting depth, flock fd, token]. The lock is
 # re-entrant within a process (a parent flow holds it while its subflows run).
 _held: dict[str, list[Any]] = {}
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A problem that does not stop the work, said on stderr (where progress goes too), once
+    per process."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"textmill: warning: {message}", file=sys.stderr, flush=True)
 
 
 class WorkspaceLocked(RuntimeError):
@@ -67,10 +79,19 @@ class Workspace:
         return f"{base}/{version}" if version else base
 
     def current_version(self, stage: str) -> str | None:
+        """The version CURRENT names. Only a plain folder name of the stage's own folder: a
+        path (`../../elsewhere`) would have readers follow it out of the workspace."""
         pointer = f"{self.stage_dir(stage)}/{CURRENT}"
         if not self.storage.exists(pointer):
             return None
-        return self.storage.read_text(pointer).strip() or None
+        version = self.storage.read_text(pointer).strip()
+        if version and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", version):
+            raise ValueError(
+                f"{self.storage.url(pointer)}: names {version[:80]!r}, not a version folder "
+                f"of {stage} (a plain folder name, such as 6cf45e10882573eb): a damaged or "
+                "edited file; write the name of a version there, or delete it"
+            )
+        return version or None
 
     def set_current(self, stage: str, version: str) -> None:
         crash_point("current.write")
@@ -87,14 +108,39 @@ class Workspace:
             if TMP_MARK not in name and self.storage.isdir(self.stage_dir(stage, name))
         ]
 
-    def committed_versions(self, stage: str) -> list[str]:
-        """Committed versions, oldest first (by commit time in their manifests)."""
-        found = []
+    def committed_versions(self, stage: str, warn: bool = True) -> list[str]:
+        """Committed versions, oldest first (by commit time in their manifests). A version whose
+        manifest cannot be read is not committed data: it is left out (with a warning)."""
+        found, unreadable = self._read_commit_times(stage)
+        for version, problem in unreadable.items() if warn else ():
+            warn_once(f"{stage} version {version}: {problem}")
+        return [version for _, version in sorted(found)]
+
+    def unreadable_versions(self, stage: str) -> dict[str, str]:
+        """Versions with a manifest that cannot be read: version -> what is wrong and what to do."""
+        return self._read_commit_times(stage)[1]
+
+    def _read_commit_times(self, stage: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        found, unreadable = [], {}
         for version in self.versions(stage):
             path = f"{self.stage_dir(stage, version)}/{MANIFEST}"
-            if self.storage.exists(path):
-                found.append((self.storage.read_json(path).get("created_at", ""), version))
-        return [version for _, version in sorted(found)]
+            if not self.storage.exists(path):
+                continue
+            try:
+                found.append((str(self.read_manifest_json(path).get("created_at", "")), version))
+            except UnreadableFile as exc:
+                unreadable[version] = (
+                    f"{exc}: not committed data (`textmill run {stage}` builds it again, "
+                    "`textmill gc` removes it unless it is current)"
+                )
+        return found, unreadable
+
+    def read_manifest_json(self, path: str) -> dict[str, Any]:
+        """A manifest as JSON; UnreadableFile if it is not a JSON object (truncated, garbled)."""
+        data = self.storage.read_json(path)
+        if not isinstance(data, dict):
+            raise UnreadableFile(self.storage.url(path), "a manifest", TypeError("not an object"))
+        return data
 
     def stages_on_disk(self) -> list[str]:
         datasets = self.storage.listdir("datasets")
@@ -102,13 +148,20 @@ class Workspace:
         return stages + [s for s in TOP_LEVEL_STAGES if self.storage.isdir(s)]
 
     def remove_uncommitted(self, stage: str, keep: str | None = None) -> list[str]:
-        """Delete version folders a killed run left without a manifest (except `keep`)."""
+        """Delete version folders a killed run (or gc) left without a manifest (except `keep`)."""
         removed = []
         for version in self.versions(stage):
             if version != keep and not self.is_committed(stage, version):
                 self.storage.remove(self.stage_dir(stage, version), recursive=True)
                 removed.append(version)
         return removed
+
+    def _remove_committed(self, folder: str) -> None:
+        """The manifest (the commit point) first, then the files: a gc killed half-way leaves a
+        folder that claims nothing, which no build reads and the next gc removes."""
+        self.storage.remove(f"{folder}/{MANIFEST}")
+        crash_point("gc.remove")
+        self.storage.remove(folder, recursive=True)
 
     def gc(self, keep: int, generation_window: int | None = None) -> dict[str, list[str]]:
         """Keep the newest `keep` committed versions of each stage (CURRENT always stays) and
@@ -124,19 +177,39 @@ class Workspace:
                 current = self.current_version(stage)
                 committed = self.committed_versions(stage)
                 kept = set(committed[-keep:]) | {current}
+                # A manifest that cannot be read commits nothing: such a folder goes as a
+                # killed build's does (unless it is current, which `textmill run` rebuilds).
                 gone = [v for v in committed if v not in kept]
+                gone += [v for v in self.unreadable_versions(stage) if v != current]
                 for version in gone:
-                    self.storage.remove(self.stage_dir(stage, version), recursive=True)
+                    self._remove_committed(self.stage_dir(stage, version))
                 gone += self.remove_uncommitted(stage)
                 if gone:
                     removed[stage] = gone
             for source in self.storage.listdir("crawl") if generation_window else []:
-                old = self.generations(source)[:-generation_window]
-                for generation in old:
-                    self.storage.remove(generation.folder, recursive=True)
-                if old:
-                    removed[f"crawl/{source}"] = [generation.name for generation in old]
+                gone = self._old_generations(source, generation_window)
+                for folder in gone:
+                    self._remove_committed(folder)
+                if gone:
+                    removed[f"crawl/{source}"] = [posixpath.basename(f) for f in gone]
         return removed
+
+    def _old_generations(self, source: str, window: int) -> list[str]:
+        """Folders of the finished generations before the newest `window`, and of those a gc
+        killed half-way left without a manifest (older than a finished one: a killed crawl's
+        unfinished generation is always the newest, and is left for the crawl to resume)."""
+        finished = self.generations(source)
+        if not finished:
+            return []
+        oldest_kept = finished[-window:][0].name
+        leftovers = [
+            f"crawl/{source}/{name}"
+            for name in self.storage.listdir(f"crawl/{source}")
+            if name < oldest_kept
+            and self.storage.isdir(f"crawl/{source}/{name}")
+            and not self.storage.exists(f"crawl/{source}/{name}/{MANIFEST}")
+        ]
+        return [g.folder for g in finished[:-window]] + leftovers
 
     # ----- crawl generations -----
 
@@ -155,9 +228,16 @@ class Workspace:
     @contextmanager
     def cache(self, name: str) -> Iterator[dict[str, Any]]:
         """A JSON dict kept in <root>/cache/<name>.json, written back if the block changed it.
-        Only facts derived from file contents belong here: losing it only costs time."""
+        Only facts derived from file contents belong here: losing it only costs time, so an
+        unreadable one is started again (with a warning)."""
         path = f"cache/{name}.json"
-        data = self.storage.read_json(path) if self.storage.exists(path) else {}
+        try:
+            data = self.storage.read_json(path) if self.storage.exists(path) else {}
+        except UnreadableFile as exc:
+            warn_once(f"{exc}: a cache, rebuilt")
+            data = None
+        if not isinstance(data, dict):
+            data = {}
         before = json.dumps(data, sort_keys=True)
         yield data
         if json.dumps(data, sort_keys=True) != before:
@@ -180,7 +260,7 @@ class Workspace:
             for field in ("size", "mtime", "ino", "created", "LastModified", "ETag")
         )
         entry = cache.get(url)
-        if not entry or entry["stamp"] != stamp:
+        if not _cached_digest(entry) or entry["stamp"] != stamp:
             entry = {"stamp": stamp, "sha256": sha256_file(fs, path), "size": info["size"]}
             cache[url] = entry
         return entry["sha256"], entry["size"]
@@ -221,7 +301,7 @@ class Workspace:
                 os.close(fd)
         try:
             holder = self.storage.read_json(LOCK)
-        except (json.JSONDecodeError, FileNotFoundError):
+        except (UnreadableFile, FileNotFoundError):
             return {}
         if not self.storage.is_local and _is_stale(holder):
             return None
@@ -272,6 +352,16 @@ class Workspace:
             f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
             f"since {holder.get('since', '?')}): wait for it to finish"
         )
+
+
+def _cached_digest(entry: Any) -> bool:
+    """Whether a file-digest cache entry is whole (an edited cache may hold anything)."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("sha256"), str)
+        and isinstance(entry.get("size"), int)
+        and "stamp" in entry
+    )
 
 
 def _is_stale(holder: dict[str, Any]) -> bool:

@@ -203,3 +203,14 @@ def test_use_makes_an_older_committed_version_current(tmp_path):
     unknown = _cli("use", "extract", "../../elsewhere", "-c", config)
     assert unknown.exit_code == 1 and "no committed version" in _error_line(unknown)
     assert ws.current_version("extract") == first
+
+
+def test_sample_reads_only_runs_inside_the_workspace(tmp_path):
+    config = _setup(tmp_path)
+    outside = tmp_path / "x"  # what runs/../../x names from the workspace's runs folder
+    outside.mkdir()
+    (outside / "run.json").write_text("{}")
+    for name in ("../../x", "/tmp/x", ".hidden"):
+        result = CliRunner().invoke(main, ["sample", "-c", config, "--run", name, "Hello"])
+        assert result.exit_code == 2, result.output
+        assert _error_line(result).startswith(f"textmill: error: --run {name!r}: not a run name")

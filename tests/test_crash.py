@@ -1,5 +1,6 @@
 """Kill the extract stage at injected crash points; the rerun must give what an uninterrupted
-run gives, and the old version must stay readable throughout."""
+run gives, and the old version must stay readable throughout. Kill `textmill gc` and
+`textmill takedown` likewise: after every kill each version is whole, and a rerun finishes."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pipeline.config import load_config
 from pipeline.crash import CRASH_ENV, CRASH_EXIT_CODE
 from pipeline.datasets import Dataset
+from pipeline.runner import make_map
+from pipeline.stage import run
+from pipeline.stages import DOCUMENT_STAGES, STAGES, all_statuses
 from pipeline.workspace import Workspace
 from tests.helpers import article, write_config, write_warc
+from tests.test_takedown import PAGE, _build, _config, _ids
 
 NEW_SETTING = "extract.timeout_s=19"
 
@@ -120,3 +126,78 @@ def test_a_killed_forced_rebuild_resumes_its_own_folder(tmp_path):
     assert ws.current_version("extract") == f"{first}-r1"
     assert "2 reused" in resumed.stdout  # the two units the killed run finished
     assert _content(ws, first)[:2] == _content(ws, f"{first}-r1")[:2]
+
+
+def _textmill(config: Path, *args: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args, "-c", str(config)],
+        env={**env, CRASH_ENV: crash} if crash else env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _assert_whole(ws: Workspace, when: str) -> None:
+    """Every committed version holds every file its manifest names, as it names it, and every
+    stage's CURRENT names one of them."""
+    for stage in ws.stages_on_disk():
+        assert ws.current_version(stage) in ws.committed_versions(stage), (when, stage)
+        for version in ws.committed_versions(stage):
+            assert Dataset(ws, stage, version).problems() == [], (when, stage, version)
+
+
+def test_killed_gc_and_takedown_at_seeded_points_then_rerun_leave_every_version_whole(tmp_path):
+    config = _config(tmp_path)
+    stages = ("extract", "clean", "dedup", "filter", "tokenizer", "shards")
+    cfg = load_config(config, ["clean.min_words=0", "tokenizer.vocab_size=290"])
+    ws = Workspace(cfg.workspace_root)
+    for name in stages:  # older versions of five stages, for gc to delete
+        run(STAGES[name], cfg, ws, make_map(cfg.runner))
+    _build(config, *stages)
+    rng = random.Random(20261206)
+
+    # gc, killed twice (after a version's manifest is deleted, before its files), then rerun.
+    for crash in (f"gc.remove:{rng.randint(1, 3)}", f"gc.remove:{rng.randint(1, 2)}"):
+        killed = _textmill(config, "gc", "--keep", "1", crash=crash)
+        assert killed.returncode == CRASH_EXIT_CODE, (crash, killed.stderr[-2000:])
+        _assert_whole(ws, crash)
+    assert _textmill(config, "gc", "--keep", "1").returncode == 0
+    assert all(ws.versions(stage) == [ws.current_version(stage)] for stage in stages)
+
+    # A takedown killed five times, each rerun (with the page again, or with no target)
+    # killed further on, then finished.
+    steps = [
+        ("takedown.listed:1", [PAGE]),  # the list and the job written, nothing rewritten
+        (f"part.write:{rng.randint(1, 2)}", []),  # half-way through a rewritten part
+        ("current.write:1", [PAGE]),  # a rewrite committed, CURRENT not moved to it
+        (f"manifest.write:{rng.randint(1, 2)}", []),  # half-way through a manifest
+        ("part.done:1", [PAGE]),  # a part rewritten, its marker not written
+    ]
+    for crash, targets in steps:
+        killed = _textmill(config, "takedown", *targets, crash=crash)
+        assert killed.returncode == CRASH_EXIT_CODE, (crash, killed.stderr[-2000:])
+        _assert_whole(ws, crash)
+    finished = _textmill(config, "takedown")
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "finished the takedown begun" in finished.stdout
+
+    # The takedown is applied: the page is in no current dataset, nor in the shards.
+    for stage in DOCUMENT_STAGES:
+        assert "a0" not in _ids(ws, stage), stage
+    shards = Dataset.current(ws, "shards")
+    assert "a0" not in {i for p in shards.part_paths() for i in ws.storage.read_parquet(p)["id"]}
+    statuses = {s.stage: s.state for s in all_statuses(load_config(config), ws)}
+    assert {statuses[name] for name in DOCUMENT_STAGES} == {"up to date"}
+
+    # A gc killed again and rerun removes the versions from before the takedown.
+    assert _textmill(config, "gc", "--keep", "1", crash="gc.remove:1").returncode == CRASH_EXIT_CODE
+    assert _textmill(config, "gc", "--keep", "1").returncode == 0
+    _assert_whole(ws, "gc after the takedown")
+    assert _textmill(config, "verify").returncode == 0
+
+    # The next build works, and applies the list itself.
+    built = _textmill(config, "run", "curate", "--no-prefect", "--set", "clean.min_words=3")
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "a0" not in _ids(ws, "filter")

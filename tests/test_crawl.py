@@ -1,6 +1,7 @@
 """The crawl loop end to end against the local fixture server: a site through robots.txt,
 sitemaps and feeds; the Gutenberg mirror; kills at seeded crash points and the resume; a
-recrawl with conditional requests; every fault endpoint a recorded outcome."""
+recrawl with conditional requests; every fault endpoint a recorded outcome; hostile robots.txt
+delays, links in the charset the header names, hosts on addresses the crawler refuses."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import io
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
+from contextlib import closing
+from itertools import pairwise
 from pathlib import Path
 
 import yaml
@@ -20,8 +26,9 @@ from warcio.archiveiterator import ArchiveIterator
 from pipeline.config import RunConfig, load_config
 from pipeline.crash import CRASH_ENV, CRASH_EXIT_CODE
 from pipeline.crawl.crawler import FRONTIER, crawl, crawl_sources
-from pipeline.crawl.frontier import Frontier
+from pipeline.crawl.frontier import Frontier, NewUrl
 from pipeline.crawl.sources import parse_feed
+from pipeline.crawl.urls import host_key, normalize_url
 from pipeline.crawl.warcwriter import check_warc
 from pipeline.datasets import Dataset
 from pipeline.runner import make_map
@@ -57,6 +64,7 @@ SITE_ARTICLES = [
     )
 ]
 DISALLOWED = "/best-3d-pens/"
+A_DAY = 86400.0  # the longest a host waits, whatever its robots.txt asks (RFC 9309: 24 h)
 
 
 def _settings(tmp_path: Path, source: dict, **crawl_settings: object) -> dict:
@@ -353,3 +361,172 @@ def test_fault_endpoints_in_a_web_crawl_end_as_recorded_outcomes(tmp_path):
 def test_the_example_config_is_valid_and_crawls_a_source_of_each_kind():
     cfg = load_config(REPO / "configs" / "crawl-example.yaml")
     assert sorted(source.kind for source in crawl_sources(cfg)) == ["article", "book", "web"]
+
+
+# ----- hostile robots.txt delays, charsets, refused addresses -----
+
+
+def _crawl_within(cfg: RunConfig, ws: Workspace, seconds: float) -> dict:
+    """The crawl's summary; the test fails if the crawl is not done within `seconds` (it goes
+    on in a daemon thread, so a stalled crawl cannot hang the test run)."""
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["summary"] = crawl(cfg, ws, cfg.sources[0])
+        except BaseException as exc:
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the crawl still runs after {seconds} s"
+    if "error" in done:
+        raise done["error"]
+    return done["summary"]
+
+
+def _next_start(cfg: RunConfig, source: str, server: CrawlServer) -> float:
+    """The host's next start as the frontier file holds it (unix time)."""
+    path = Path(cfg.workspace_root) / "crawl" / source / FRONTIER
+    with closing(sqlite3.connect(path)) as db:
+        query = "SELECT next_at FROM hosts WHERE host = ?"
+        return db.execute(query, (host_key(server.origin),)).fetchone()[0]
+
+
+def _crawl_delay(seconds: str) -> Page:
+    return Page(f"User-agent: *\nCrawl-delay: {seconds}\n".encode(), content_type="text/plain")
+
+
+def test_a_host_asking_for_an_hour_between_requests_does_not_hold_the_crawl(tmp_path):
+    with CrawlServer("127.0.0.50") as slow, CrawlServer("127.0.0.51") as normal:
+        slow.set("/robots.txt", _crawl_delay("3600"))
+        _site(slow, 3)
+        pages = _site(normal, 3)
+        source = {"name": "two", "kind": "web", "seeds": [slow.url("/"), normal.url("/")]}
+        cfg = _config(tmp_path, source)  # max_crawl_delay_s: the default, 30 s
+        ws = Workspace(cfg.workspace_root)
+        first = _crawl_within(cfg, ws, 30)
+        second = _crawl_within(cfg, ws, 30)
+        asked = slow.paths()
+        with _frontier(cfg, "two") as frontier:
+            seed = frontier.get(slow.url("/"))
+
+    assert asked == ["/robots.txt"]  # one request in two runs: the next one waits an hour
+    assert (first["fetched"], first["skipped"]) == (len(pages), {"crawl_delay": 1})
+    assert (second["not_modified"], second["skipped"]) == (len(pages), {"crawl_delay": 1})
+    assert (seed["state"], seed["reason"]) == ("skipped", "crawl_delay")  # queued again next run
+
+
+def test_a_host_slower_than_the_cap_gets_one_request_per_generation_at_its_delay(tmp_path):
+    with CrawlServer("127.0.0.52") as slow:
+        slow.set("/robots.txt", _crawl_delay("2"))
+        _site(slow, 2)
+        source = {"name": "slow", "kind": "web", "seeds": [slow.url("/")]}
+        cfg = _config(tmp_path, source, max_crawl_delay_s=0.5)
+        ws = Workspace(cfg.workspace_root)
+        asked, summaries = [], []
+        for wait in (False, False, True, True):
+            if wait:  # until the delay has passed since the last request, less the cap
+                time.sleep(max(slow.requests[-1].wall + 1.6 - time.time(), 0))
+            before = len(slow.requests)
+            summaries.append(_crawl_within(cfg, ws, 20))
+            asked.append([r.path for r in slow.requests[before:]])
+        starts = [r.wall for r in slow.requests]
+        with _frontier(cfg, "slow") as frontier:
+            posts = [frontier.get(slow.url(f"/post/{i}/"))["reason"] for i in range(2)]
+
+    # robots.txt and tdmrep.json are kept, so the host's third request is a page
+    assert asked == [["/robots.txt"], [], ["/.well-known/tdmrep.json"], ["/"]]
+    assert all(later - earlier >= 2 for earlier, later in pairwise(starts))
+    assert [s["skipped"] for s in summaries] == [{"crawl_delay": 1}] * 3 + [{"crawl_delay": 2}]
+    assert summaries[-1]["fetched"] == 1 and posts == ["crawl_delay", "crawl_delay"]
+
+
+def test_a_crawl_delay_past_any_clock_neither_crashes_nor_poisons_the_frontier(tmp_path):
+    with CrawlServer("127.0.0.53") as huge, CrawlServer("127.0.0.54") as normal:
+        huge.set("/robots.txt", _crawl_delay("1e12"))
+        _site(huge, 2)
+        pages = _site(normal, 2)
+        source = {"name": "huge", "kind": "web", "seeds": [huge.url("/"), normal.url("/")]}
+        cfg = _config(tmp_path, source)
+        ws = Workspace(cfg.workspace_root)
+        summaries = [_crawl_within(cfg, ws, 30) for _ in range(2)]
+        asked = huge.paths()
+
+    assert [s["skipped"] for s in summaries] == [{"crawl_delay": 1}] * 2
+    assert summaries[0]["fetched"] == len(pages)
+    assert asked == ["/robots.txt"]
+    assert time.time() < _next_start(cfg, "huge", huge) <= time.time() + A_DAY
+
+
+def test_a_frontier_that_holds_a_next_start_past_any_clock_recovers(tmp_path):
+    with CrawlServer("127.0.0.55") as poisoned, CrawlServer("127.0.0.56") as normal:
+        _site(poisoned, 1)
+        pages = _site(normal, 2)
+        source = {"name": "old", "kind": "web", "seeds": [poisoned.url("/"), normal.url("/")]}
+        cfg = _config(tmp_path, source)
+        # what a run that died of `Crawl-delay: 1e12` left: its generation unfinished, and the
+        # host's next start and delay 1e12 s away
+        path = Path(cfg.workspace_root) / "crawl" / "old" / FRONTIER
+        with Frontier(path) as frontier:
+            frontier.start_generation("20250101T000000.000Z")
+            frontier.add([NewUrl(normalize_url(poisoned.url("/")), source="old")])
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE hosts SET next_at = ?, delay_s = 1e12", (time.time() + 1e12,))
+        summary = _crawl_within(cfg, Workspace(cfg.workspace_root), 30)
+        asked = poisoned.paths()
+
+    assert summary["resumed"] and summary["fetched"] == len(pages)
+    assert summary["skipped"] == {"crawl_delay": 1} and asked == []  # waits, a day at most
+    assert _next_start(cfg, "old", poisoned) <= time.time() + A_DAY
+
+
+def test_links_are_read_in_the_charset_the_http_header_names(tmp_path):
+    page = (
+        "<!DOCTYPE html><html><head><title>Liens</title></head><body>"
+        '<a href="/u/€uro">euro</a> <a href="http://bücher.example/">books</a></body></html>'
+    )
+    with CrawlServer("127.0.0.57") as server:
+        # the charset only in the header, as Page's default content type sends it
+        server.set("/", Page(page.encode("utf-8"), content_type="text/html; charset=utf-8"))
+        server.set("/u/%E2%82%ACuro", Page(html_page("Euro")))
+        source = {"name": "utf8", "kind": "web", "seeds": [server.url("/")]}
+        cfg = _config(tmp_path, source)
+        summary = crawl(cfg, Workspace(cfg.workspace_root), cfg.sources[0])
+        asked = server.paths()
+        with _frontier(cfg, "utf8") as frontier:
+            euro = frontier.get(server.url("/u/%E2%82%ACuro"))
+            books = frontier.get("http://xn--bcher-kva.example/")
+
+    assert "/u/%E2%82%ACuro" in asked and euro["state"] == "fetched"
+    assert (books["state"], books["reason"]) == ("skipped", "off_host")
+    assert summary["fetched"] == 2 and summary["failed"] == {}
+
+
+def test_a_host_on_a_refused_address_is_recorded_as_unsafe_not_as_robots_trouble(tmp_path):
+    with CrawlServer("127.0.0.58") as allowed, CrawlServer("127.0.0.59") as private:
+        allowed.set("/", Page(html_page("Home", '<a href="/moved">moved</a>')))
+        allowed.set("/moved", Page(status=302, headers={"Location": private.url("/elsewhere")}))
+        source = {
+            "name": "refused",
+            "kind": "web",
+            "seeds": [allowed.url("/"), private.url("/")],
+            "same_host": False,  # the redirect's target is in scope: only its address is not
+        }
+        # 127.0.0.59 is loopback outside allow_networks; max_attempts keeps a regression to
+        # robots.txt retries short
+        settings = {"allow_networks": ["127.0.0.58/32"], "max_attempts": 2}
+        cfg = _config(tmp_path, source, **settings)
+        summary = _crawl_within(cfg, Workspace(cfg.workspace_root), 20)
+        contacted = private.requests
+        with _frontier(cfg, "refused") as frontier:
+            outcomes = {
+                path: (row["state"], row["reason"])
+                for path in ("/", "/elsewhere")
+                for row in [frontier.get(private.url(path))]
+            }
+
+    assert contacted == []
+    assert outcomes == dict.fromkeys(("/", "/elsewhere"), ("failed", "unsafe_address"))
+    assert summary["failed"] == {"unsafe_address": 2}

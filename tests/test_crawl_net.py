@@ -308,6 +308,36 @@ def test_robots_404_allows_all_and_500_allows_nothing_until_retried():
     assert second.retry_in_s >= CFG.retry_base_s  # the second failure waits >= base
 
 
+def test_a_robots_txt_over_the_size_cap_is_read_up_to_the_cap(server, fetcher):
+    rules = b"User-agent: *\nDisallow: /private/\n"
+    padding = b"# " + b"x" * 97 + b"\n"
+    big = rules + padding * (600 * 1024 // len(padding)) + b"Disallow: /late/\n"  # > 512 KiB
+    with CrawlServer("127.0.0.60") as plain, CrawlServer("127.0.0.61") as gzipped:
+        plain.set("/robots.txt", Page(big, content_type="text/plain"))
+        gzipped.set("/robots.txt", Page(big, content_type="text/plain", gzip=True))
+        found = [RobotsCache(CFG).fetch(fetcher, host.url("/")) for host in (plain, gzipped)]
+
+    assert CFG.robots_max_bytes == 512 * 1024 < len(big)
+    for robots, host in zip(found, (plain, gzipped), strict=True):
+        assert (robots.state, robots.reason) == (RobotsState.PARSED, "200")
+        assert not robots.allowed(host.url("/private/report"), CFG.agents)
+        assert robots.allowed(host.url("/late/page"), CFG.agents)  # past the first 512 KiB
+
+
+def test_a_robots_txt_cut_by_the_cap_loses_its_partial_last_line(server, fetcher):
+    text = b"User-agent: *\nDisallow: /a/\nDisallow: /bbbb/\n"
+    cap = len(b"User-agent: *\nDisallow: /a/\nDisallow: /b")  # "/b" would disallow /bx too
+    with CrawlServer("127.0.0.62") as host:
+        host.set("/robots.txt", Page(text, content_type="text/plain"))
+        robots = RobotsCache(CFG.model_copy(update={"robots_max_bytes": cap})).fetch(
+            fetcher, host.url("/")
+        )
+
+    assert robots.state is RobotsState.PARSED
+    assert not robots.allowed(host.url("/a/1"), CFG.agents)
+    assert robots.allowed(host.url("/bx"), CFG.agents)
+
+
 # ----- consent and license -----
 
 

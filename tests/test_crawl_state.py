@@ -5,12 +5,15 @@ the Gutenberg catalog (real files from ../shared/data where they exist)."""
 from __future__ import annotations
 
 import base64
+import codecs
 import gzip
 import hashlib
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +133,32 @@ def test_links_honour_base_nofollow_and_skip_non_pages():
     assert extract_links("", "http://a.example/") == []
 
 
+EURO = "http://a.example/u/%E2%82%ACuro"
+A_DAY = 86400.0  # the longest a host waits, whatever its robots.txt asks (RFC 9309: 24 h)
+
+
+@pytest.mark.parametrize(
+    ("body", "header", "link"),
+    [
+        ('<a href="/u/€uro">'.encode(), "utf-8", EURO),  # the header's charset, no meta
+        ('<a href="http://bücher.example/">'.encode(), "utf-8", "http://xn--bcher-kva.example/"),
+        ('<meta charset="iso-8859-1"><a href="/u/€uro">'.encode(), "utf-8", EURO),  # over meta
+        ('<meta charset="windows-1252"><a href="/u/€uro">'.encode("cp1252"), None, EURO),
+        (codecs.BOM_UTF8 + '<a href="/u/€uro">'.encode(), "iso-8859-1", EURO),  # BOM first
+        ('<a href="/u/€uro">'.encode(), None, EURO),  # nothing declared: detected as UTF-8
+        ('<a href="/u/€uro">'.encode("cp1252"), "iso-8859-1", EURO),  # latin-1 read as 1252
+    ],
+)
+def test_links_are_decoded_as_the_html_standard_orders_it(body, header, link):
+    assert extract_links(body, "http://a.example/", charset=header) == [link]
+
+
+def test_feed_links_are_decoded_with_the_header_charset():
+    page = '<link rel="alternate" type="application/rss+xml" href="/flux/actualités.xml">'
+    found = find_feed_links(page.encode(), "http://a.example/", charset="utf-8")
+    assert found == ["http://a.example/flux/actualit%C3%A9s.xml"]
+
+
 # ----- frontier -----
 
 
@@ -192,6 +221,43 @@ def test_a_reopened_frontier_keeps_each_hosts_next_start_and_budget(tmp_path):
         assert frontier.add(_urls("http://a.example/3")) == 0  # the budget is spent
         assert frontier.claim(now=150.0).url == "http://a.example/2"
         assert frontier.pending() == 1
+
+
+def test_a_host_slower_than_max_delay_waits_for_the_next_generation(tmp_path):
+    with _frontier(tmp_path, max_delay_s=10.0) as frontier:
+        frontier.set_host_delay("slow.example", 100.0)  # e.g. Crawl-delay: 100
+        frontier.add(_urls("http://slow.example/1", "http://slow.example/2", "http://b.example/1"))
+        for claim in [frontier.claim(now=1000.0), frontier.claim(now=1000.0)]:
+            frontier.mark_fetched(claim.url, 200, None)
+        assert frontier.claim(now=1000.0) is None and frontier.pending() == 0  # not waited for
+        assert frontier.reasons("g1") == {("skipped", "crawl_delay"): 1}
+        frontier.finish_generation()
+
+        frontier.start_generation("g2")  # slow.example keeps its next start, 1100
+        claim = frontier.claim(now=1050.0)
+        assert claim.url == "http://b.example/1"
+        assert frontier.reasons("g2") == {("skipped", "crawl_delay"): 2}
+        frontier.mark_fetched(claim.url, 200, None)
+        frontier.finish_generation()
+
+        frontier.start_generation("g3")  # within max_delay_s of its next start: waited for
+        frontier.mark_fetched(frontier.claim(now=1095.0).url, 200, None)
+        assert frontier.claim(now=1095.0) is None and frontier.next_ready_at() >= 1100.0
+        assert frontier.claim(now=1100.0).url == "http://slow.example/1"
+
+
+def test_no_host_waits_longer_than_a_day_whatever_it_asks(tmp_path):
+    with _frontier(tmp_path) as frontier:
+        frontier.set_host_delay("a.example", 1e12)
+        frontier.defer_host("a.example", 1e12)
+        frontier.add(_urls("http://a.example/1"))
+        assert frontier.next_ready_at() <= time.time() + A_DAY
+    with sqlite3.connect(tmp_path / "frontier.sqlite") as db:  # as an older frontier left it
+        db.execute("UPDATE hosts SET next_at = ?, delay_s = 1e12", (time.time() + 1e12,))
+    db.close()
+    with Frontier(tmp_path / "frontier.sqlite") as frontier:
+        assert frontier.next_ready_at() <= time.time() + A_DAY
+        assert frontier.delay("a.example") == A_DAY
 
 
 def test_a_redirect_target_is_recorded_as_fetched_so_it_is_not_fetched_again(tmp_path):

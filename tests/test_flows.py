@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from click.testing import CliRunner
 
 from pipeline.datasets import Dataset
 from pipeline.workspace import Workspace
+from tests.conftest import REPO
 from tests.helpers import article, slow_page_warc, write_config, write_warc
 
 pytestmark = pytest.mark.prefect
@@ -172,3 +179,116 @@ def test_flows_publish_artifacts_under_keys_stable_per_workspace(prefect_server,
     assert table(history("train", "Tiny_1")[0])["step"] == 3
     progress = history("train", "Tiny_1", "progress")
     assert progress and progress[0].data == 100.0
+
+
+# ----- which Prefect server a run trusts -----
+
+
+@contextmanager
+def _anything_answers_200() -> Iterator[tuple[str, list[str]]]:
+    """A server on a free loopback port that answers 200 to every request, as any program on
+    port 4200 could; yields its API URL and the paths it was sent."""
+    paths: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            paths.append(self.path)
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/api", paths
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_run_sends_nothing_to_a_server_textmill_did_not_start(tmp_path):
+    """A server that answers 200 where the local one would be (the code's own address for it,
+    and a record of `textmill server` whose process is gone) is never asked anything: the run
+    uses an embedded server, and says so."""
+    config = str(write_config(tmp_path, _inputs(tmp_path / "in")))
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    with _anything_answers_200() as (impostor, paths):
+        home = tmp_path / "workspace" / ".prefect"  # the run's Prefect home (no PREFECT_HOME)
+        home.mkdir(parents=True)
+        (home / "server.json").write_text(json.dumps({"pid": _dead_pid(), "url": impostor}))
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, flows; flows.LOCAL_SERVER = sys.argv[1]\n"
+                "from pipeline.cli import main; main(sys.argv[2:])",
+                impostor,
+                *("run", "extract", "-c", config),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert paths == []
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Prefect API: http://127.0.0.1:" in run.stderr
+    assert "(an embedded server for this run)" in run.stderr
+    assert "built version" in run.stdout
+
+
+def test_the_server_textmill_server_started_is_used_while_it_lives(tmp_path, monkeypatch):
+    from flows import STARTED, prefect_api, record_server, recorded_server
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with _anything_answers_200() as (server, paths):
+        record_server(server)  # as `textmill server` does, in the process that then serves
+        with prefect_api(str(tmp_path / "workspace")) as api:
+            assert api == server and api.source == STARTED
+            assert os.environ["PREFECT_API_URL"] == server  # for the task runner's workers
+        assert paths == ["/api/health"]
+
+        record = json.loads((tmp_path / "home" / "server.json").read_text())
+        assert record == {"pid": os.getpid(), "url": server}
+        record["pid"] = _dead_pid()  # that server stopped; its record stays behind
+        (tmp_path / "home" / "server.json").write_text(json.dumps(record))
+        assert recorded_server() is None and paths == ["/api/health"]
+    record_server(server)  # alive, but nothing answers there any more
+    assert recorded_server() is None
+
+
+def test_textmill_server_records_itself_and_does_not_start_twice(tmp_path, monkeypatch):
+    from pipeline.cli import main
+
+    execs: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: execs.append(argv))
+    monkeypatch.delenv("PREFECT_HOME", raising=False)  # its home: <workspace>/.prefect
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    config = str(write_config(tmp_path, []))
+    with _anything_answers_200() as (server, _):
+        port = server.split(":")[2].split("/")[0]
+        started = CliRunner().invoke(main, ["server", "-c", config, "--port", port])
+        assert started.exit_code == 0, started.output
+        assert execs and execs[0][-4:] == ["--host", "127.0.0.1", "--port", port]
+        record = tmp_path / "workspace" / ".prefect" / "server.json"
+        assert json.loads(record.read_text()) == {"pid": os.getpid(), "url": server}
+
+        monkeypatch.delenv("PREFECT_API_URL")  # the first `server` set it in this process
+        again = CliRunner().invoke(main, ["server", "-c", config, "--port", "4299"])
+        assert again.exit_code == 0 and "already runs" in again.output and len(execs) == 1

@@ -7,6 +7,9 @@ changes anything."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from click.testing import CliRunner
 from pipeline import takedown
 from pipeline.cli import main
 from pipeline.config import load_config
+from pipeline.crash import CRASH_ENV, CRASH_EXIT_CODE
 from pipeline.crawl.crawler import FRONTIER, crawl
 from pipeline.crawl.frontier import Frontier
 from pipeline.datasets import Dataset
@@ -198,3 +202,68 @@ def test_matching_normalizes_urls_and_covers_subdomains():
     assert takedown.matches(listed, None, "deep.www.site.test").value == "site.test"
     assert takedown.matches(listed, "https://notsite.test/", None) is None
     assert takedown.digest(listed) != takedown.digest(takedown.TakedownList()) == ""
+
+
+@pytest.mark.parametrize(
+    "crash, again",
+    [
+        ("part.write:2", [PAGE]),  # killed rewriting clean: the same targets again
+        ("current.write:1", []),  # extract rewritten, CURRENT not moved: no targets, to finish
+    ],
+)
+def test_a_killed_takedown_is_finished_by_the_next_one(tmp_path, crash, again):
+    config = _config(tmp_path)
+    ws = _build(config, "extract", "clean", "dedup", "filter", "tokenizer", "shards")
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    killed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "takedown", PAGE, "-c", str(config)],
+        env={**env, CRASH_ENV: crash},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
+    assert "a0" in _ids(ws, "filter")  # the kill left the page in the corpus
+
+    result = _cli("takedown", *again, "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert "finished the takedown begun" in result.stdout
+    for stage in DOCUMENT_STAGES:
+        assert "a0" not in _ids(ws, stage), stage
+        assert _rejected(ws, stage)["a0"]["reason"] == "takedown", stage
+    shards = Dataset.current(ws, "shards")
+    indexed = {i for p in shards.part_paths() for i in ws.storage.read_parquet(p)["id"].to_pylist()}
+    assert "a0" not in indexed
+    statuses = {s.stage: s for s in all_statuses(load_config(config), ws)}
+    assert all(statuses[name].state == "up to date" for name in DOCUMENT_STAGES)
+    assert takedown.pending_job(ws) is None
+    assert _cli("takedown", "-c", str(config)).exit_code == 2  # nothing left to finish
+
+
+def test_a_killed_takedown_whose_stage_changed_since_is_refused_until_it_is_run(tmp_path):
+    config = _config(tmp_path)
+    ws = _build(config, "extract", "clean", "dedup", "filter", "tokenizer", "shards")
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    killed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "takedown", PAGE, "-c", str(config)],
+        env={**env, CRASH_ENV: "part.write:2"},  # extract rewritten, clean not
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == CRASH_EXIT_CODE, killed.stderr[-2000:]
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**data, "clean": {"min_words": 5}}))
+    before = ws.storage.read_text(takedown.LIST_FILE)
+
+    refused = _cli("takedown", "-c", str(config))
+    assert refused.exit_code == 1
+    assert "clean has another code version or config" in refused.stderr
+    assert "nothing was changed" in refused.stderr and "`textmill run clean`" in refused.stderr
+    assert ws.storage.read_text(takedown.LIST_FILE) == before
+
+    _build(config, "clean", "dedup", "filter")  # what it said to do: they apply the list
+    finished = _cli("takedown", "-c", str(config))
+    assert finished.exit_code == 0, finished.output
+    assert all("a0" not in _ids(ws, stage) for stage in DOCUMENT_STAGES)
+    assert takedown.pending_job(ws) is None

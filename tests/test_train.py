@@ -370,3 +370,63 @@ def test_each_epoch_cuts_windows_at_a_new_offset():
     for _ in range(3000):  # about twelve epochs
         starts |= {int(row[0]) % 10 for row in loader.next_batch()[0]}
     assert len(starts) > 3
+
+
+# ----- kills inside the checkpoint swap -----
+
+SWAP = {"max_steps": 30, "checkpoint_interval": 10}
+# What a kill at each crash point of the swap leaves in the run folder
+LEFT_BY_A_KILL = {
+    "checkpoint.write": ["checkpoint", "checkpoint.new"],  # the new one half written
+    "checkpoint.swap": ["checkpoint.new", "checkpoint.old"],
+    "checkpoint.swapped": ["checkpoint", "checkpoint.old"],
+    "checkpoint.old.remove": ["checkpoint", "checkpoint.old"],  # the old one half removed
+}
+
+
+@pytest.fixture(scope="module")
+def straight_30(shards_workspace) -> str:
+    """A run of 30 steps that nothing interrupted, with checkpoints at steps 10, 20 and 30."""
+    _train(shards_workspace, run="straight-30", **SWAP)
+    return "straight-30"
+
+
+@pytest.mark.parametrize("point", list(LEFT_BY_A_KILL))
+def test_a_kill_inside_the_checkpoint_swap_resumes_exactly(shards_workspace, straight_30, point):
+    """Killed in the second checkpoint (step 20), when the first is there to be swapped out;
+    the rerun resumes from whichever checkpoint the kill left and checkpoints again at 30."""
+    folder, killed = shards_workspace, f"swap-{point}"
+    config = _config(folder, {**TINY, "run": killed, **SWAP}, f"run-{killed}.yaml")
+    crashed = subprocess.run(
+        [sys.executable, "-m", "model.train", "-c", str(config)],
+        env={**os.environ, CRASH_ENV: f"{point}:2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
+    run_dir = folder / "workspace" / "runs" / killed
+    assert sorted(p.name for p in run_dir.glob("checkpoint*")) == LEFT_BY_A_KILL[point]
+
+    result = _train(folder, run=killed, **SWAP)
+    assert result["step"] == 30
+    assert _losses(folder, killed) == _losses(folder, straight_30)
+    uninterrupted, resumed = _weights(folder, straight_30), _weights(folder, killed)
+    assert uninterrupted.keys() == resumed.keys()
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
+    assert sorted(p.name for p in run_dir.glob("checkpoint*")) == ["checkpoint"]
+
+
+def test_a_checkpoint_old_left_beside_the_checkpoint_does_not_stop_training(shards_workspace):
+    """What a kill between the swap's rename and the removal of `checkpoint.old` leaves: both
+    folders complete. The next checkpoint replaces them (it used to fail with "Directory not
+    empty: checkpoint -> checkpoint.old" at every later run)."""
+    folder = shards_workspace
+    _train(folder, run="leftover", max_steps=10, checkpoint_interval=10)
+    run_dir = folder / "workspace" / "runs" / "leftover"
+    shutil.copytree(run_dir / "checkpoint", run_dir / "checkpoint.old")
+    result = _train(folder, run="leftover", max_steps=20, checkpoint_interval=10)
+    assert result["step"] == 20 and result["steps_run"] == 10
+    assert sorted(p.name for p in run_dir.glob("checkpoint*")) == ["checkpoint"]
+    state = torch.load(run_dir / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == 20

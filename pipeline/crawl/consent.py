@@ -34,12 +34,12 @@ import re
 from dataclasses import dataclass
 
 import lxml.html
-from lxml import etree
 from requests.utils import parse_header_links
 
 from pipeline.config import CrawlConfig
 from pipeline.crawl.fetch import FetchResult, Outcome, retry_delay
 from pipeline.crawl.robots import OriginCache, origin
+from pipeline.crawl.urls import parse_html
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
 # Google's X-Robots-Tag directives that take a value (`name: value`), so are not agent scopes
@@ -49,13 +49,10 @@ _LICENSE_RELS = {"license", "cc:license", "dc:license", "dcterms:license", "dct:
 _LICENSE_META = {"dcterms.license", "dc.license", "dc.rights", "dcterms.rights", "license"}
 
 
-def html_tree(body: bytes) -> lxml.html.HtmlElement | None:
-    """The page parsed leniently (lxml's HTML parser recovers from malformed markup); None for
-    a body with no document in it."""
-    try:
-        return lxml.html.document_fromstring(body)
-    except (etree.ParserError, ValueError):
-        return None
+def html_tree(body: bytes, charset: str | None = None) -> lxml.html.HtmlElement | None:
+    """The page parsed leniently, in the encoding the HTML standard decides (`charset`: the
+    Content-Type header's; see urls.parse_html); None for a body with no document in it."""
+    return parse_html(body, charset)
 
 
 def directives(value: str, agents: list[str]) -> set[str]:
@@ -183,9 +180,20 @@ class TdmRepCache:
 
     def record(self, url: str, result: FetchResult, now: float | None = None) -> TdmRep:
         if result.outcome is Outcome.FETCHED:
-            rules = parse_tdmrep(result.body.decode("utf-8", errors="replace").lstrip("\ufeff"))
+            rules = parse_tdmrep(tdmrep_text(result))
             return self._files.put(origin(url), rules, self.cfg.robots_ttl_s, now)
         if result.outcome is Outcome.RETRY:
             delay = retry_delay(1, result.retry_after_s, self.cfg) or self.cfg.retry_max_s
             return self._files.put(origin(url), TdmRep(unreachable=True), delay, now)
         return self._files.put(origin(url), TdmRep(), self.cfg.robots_ttl_s, now)
+
+    def restore(self, url: str, text: str | None, age_s: float, now: float | None = None) -> TdmRep:
+        """The file an earlier crawl run read `age_s` seconds ago (`tdmrep_text`; None: there
+        was none), cached for what is left of `robots_ttl_s`."""
+        rules = TdmRep() if text is None else parse_tdmrep(text)
+        return self._files.put(origin(url), rules, max(self.cfg.robots_ttl_s - age_s, 0.001), now)
+
+
+def tdmrep_text(result: FetchResult) -> str:
+    """A fetched tdmrep.json as text (JSON is UTF-8, RFC 8259)."""
+    return result.body.decode("utf-8", errors="replace").lstrip("\ufeff")

@@ -16,14 +16,21 @@ duration (a host that slows down is backed off). The start is when the request's
 handed to the socket, after connecting (safety.py records it), and the delay counts from there
 plus `SEND_MARGIN_S`, so the gap between two starts as the server sees them is not shorter than
 the delay even when the sends are late under load. A transient failure (timeout, 429,
-5xx) puts the URL and its whole host aside for the retry delay (`fetch.retry_delay`).
+5xx) puts the URL and its whole host aside for the retry delay (`fetch.retry_delay`). A host
+whose Crawl-delay is longer than `max_crawl_delay_s` does not hold the run (nor the workspace
+lock) for it: it gets one request per generation, once its delay has passed since the last one,
+and its other URLs wait for the next generation, skipped with reason `crawl_delay` (the
+frontier's `max_delay_s`); its robots.txt and tdmrep.json are kept in the frontier, so that
+request can go to a page.
 
 Per URL, in its host's slot: a URL the workspace's takedown list names (pipeline/takedown.py)
 is skipped (`takedown`) without a request; then robots.txt first for every host (the fetch of
 robots.txt takes the slot, the URL waits for the next one), then tdmrep.json when
 `crawl.tdmrep` is on, the same way; a URL robots.txt disallows is skipped (`robots`), a host
 whose robots.txt is unreachable is put aside and asked again later (or given up:
-`robots_unreachable`). Then the fetch (conditional when an earlier generation fetched the URL),
+`robots_unreachable`), and a host the crawler may not reach (safety.py: a private or loopback
+address outside `allow_networks`) fails its URLs with the fetcher's reason (`unsafe_address`),
+nothing sent. Then the fetch (conditional when an earlier generation fetched the URL),
 the opt-out checks (consent.py: skipped with the signal as the reason), discovery, and the WARC
 records with the frontier's update.
 
@@ -76,8 +83,8 @@ from pipeline.config import ConfigError, RunConfig, SourceConfig
 from pipeline.crash import crash_point
 from pipeline.crawl import consent, sources, warcwriter
 from pipeline.crawl.fetch import REDIRECT_NOT_FOLLOWED, Fetcher, FetchResult, Outcome, retry_delay
-from pipeline.crawl.frontier import Claim, Frontier, NewUrl
-from pipeline.crawl.robots import Robots, RobotsCache, RobotsState, robots_url
+from pipeline.crawl.frontier import LONGEST_DELAY_S, Claim, Frontier, NewUrl
+from pipeline.crawl.robots import Robots, RobotsCache, RobotsState, fetch_options, robots_url
 from pipeline.crawl.urls import CrawlRules, Limits, Scope, extract_links, host_key, normalize_url
 from pipeline.workspace import MANIFEST, Workspace
 
@@ -166,6 +173,7 @@ class _Crawl:
             # a book source's budget is applied to the catalog selection (max_books)
             max_pages=None if source.kind == "book" else source.max_pages,
             max_pages_per_host=source.max_pages_per_host,
+            max_delay_s=self.cfg.max_crawl_delay_s,
         )
         starts = [*source.seeds, *source.feeds, *source.sitemaps]
         patterns = {
@@ -296,7 +304,10 @@ class _Crawl:
                 if self.frontier.pending() == 0:
                     return None
                 ready_at = self.frontier.next_ready_at()
-                self._changed.wait(None if ready_at is None else max(ready_at - time.time(), 0))
+                # a day at a time at most: a time further off (a Retry-After the config lets
+                # through) would overflow the lock's timeout; waking up once a day costs nothing
+                wait = None if ready_at is None else max(ready_at - time.time(), 0)
+                self._changed.wait(None if wait is None else min(wait, LONGEST_DELAY_S))
             return None
 
     # ----- one URL -----
@@ -306,10 +317,13 @@ class _Crawl:
         if takedown.matches(self.takedown, url, None):  # before robots.txt: not one request
             self.frontier.mark_skipped(url, takedown.REASON)
             return
-        robots = self.robots.lookup(url)
+        robots = self._robots_rules(url)
         if robots is None:  # robots.txt takes this slot; the URL waits for the next one
             self._robots(claim)
             self.frontier.release(url)
+            return
+        if robots.state is RobotsState.REFUSED:  # nothing was sent, and nothing will be
+            self.frontier.mark_failed(url, robots.reason)
             return
         if robots.state is RobotsState.UNREACHABLE:
             if robots.retry_in_s is None:
@@ -321,10 +335,11 @@ class _Crawl:
             self.frontier.mark_skipped(url, "robots")
             return
         if self.cfg.consent and self.cfg.tdmrep:
-            rules = self.tdmrep.lookup(url)
+            rules = self._tdmrep_rules(url)
             if rules is None:  # tdmrep.json takes this slot, like robots.txt
                 answer = self._request(host, consent.tdmrep_url(url), content_types=[])
                 self.tdmrep.record(url, answer)
+                self._keep_tdmrep(url, robots, answer)
                 self.frontier.release(url)
                 return
             reserved = rules.opt_out(url)
@@ -346,11 +361,18 @@ class _Crawl:
         crash_point("crawl.url.done")
 
     def _robots(self, claim: Claim) -> Robots:
-        answer = self._request(
-            claim.host, robots_url(claim.url), content_types=[], max_bytes=self.cfg.robots_max_bytes
-        )
+        answer = self._request(claim.host, robots_url(claim.url), **fetch_options(self.cfg))
         robots = self.robots.record(claim.url, answer)
+        if robots.state is RobotsState.REFUSED:
+            self.log(f"crawl {self.source.name}: not reached: {answer.detail}")
         delay = self._delay(robots)
+        if self._too_slow(robots):
+            self.frontier.keep_file(robots_url(claim.url), robots.text, time.time())
+            self.log(
+                f"crawl {self.source.name}: {claim.host} asks for {delay:g} s between requests,"
+                f" more than crawl.max_crawl_delay_s ({self.cfg.max_crawl_delay_s:g} s): one"
+                " request per generation, its other URLs wait (skipped: crawl_delay)"
+            )
         self.frontier.set_host_delay(claim.host, delay)
         if robots.state is RobotsState.UNREACHABLE and robots.retry_in_s is not None:
             delay = robots.retry_in_s
@@ -394,6 +416,45 @@ class _Crawl:
     def _delay(self, robots: Robots | None) -> float:
         crawl_delay = robots.crawl_delay(self.cfg.agents) if robots else None
         return max(self.cfg.min_delay_s, crawl_delay or 0.0)
+
+    def _too_slow(self, robots: Robots | None) -> bool:
+        """Does the host ask for more time between requests than a crawl run waits?"""
+        return self._delay(robots) > self.cfg.max_crawl_delay_s
+
+    # ----- robots.txt and tdmrep.json: cached for the run, kept for a slow host -----
+
+    def _robots_rules(self, url: str) -> Robots | None:
+        """The rules of `url`'s origin: read this run, or kept by an earlier one for a slow host
+        (and still fresh); None: robots.txt must be fetched."""
+        robots = self.robots.lookup(url)
+        kept = self._kept(robots_url(url)) if robots is None else None
+        if kept is not None:
+            text, age = kept
+            robots = self.robots.restore(url, text or "", age)
+            self.frontier.set_host_delay(host_key(url), self._delay(robots))
+        return robots
+
+    def _tdmrep_rules(self, url: str) -> consent.TdmRep | None:
+        rules = self.tdmrep.lookup(url)
+        kept = self._kept(consent.tdmrep_url(url)) if rules is None else None
+        return self.tdmrep.restore(url, *kept) if kept is not None else rules
+
+    def _keep_tdmrep(self, url: str, robots: Robots, answer: FetchResult) -> None:
+        """Keep a slow host's tdmrep.json (its text, or None for none); an unreachable one is
+        asked for again."""
+        if not self._too_slow(robots) or answer.outcome is Outcome.RETRY:
+            return
+        text = consent.tdmrep_text(answer) if answer.outcome is Outcome.FETCHED else None
+        self.frontier.keep_file(consent.tdmrep_url(url), text, time.time())
+
+    def _kept(self, url: str) -> tuple[str | None, float] | None:
+        """(text, age in seconds) of a file the frontier keeps, while `robots_ttl_s` allows."""
+        kept = self.frontier.kept_file(url)
+        if kept is None:
+            return None
+        text, fetched_at = kept
+        age = time.time() - fetched_at
+        return (text, age) if 0 <= age < self.cfg.robots_ttl_s else None
 
     def _request(self, host: str, url: str, **options: Any) -> FetchResult:
         """Fetch once, count it, and set the host's next start from when it was sent."""
@@ -454,7 +515,8 @@ class _Crawl:
                 previous,
             )
             return
-        tree = consent.html_tree(result.body) if result.content_type in HTML_TYPES else None
+        html = result.content_type in HTML_TYPES
+        tree = consent.html_tree(result.body, result.charset) if html else None
         opted_out = consent.opt_out(result, tree, self.cfg) if self.cfg.consent else None
         if opted_out:
             frontier.mark_skipped(url, opted_out)
@@ -525,11 +587,12 @@ class _Crawl:
             return self._books(books)
         if result.content_type not in HTML_TYPES:
             return []
+        page = body if tree is None else tree
         if kind == "article":
-            feeds = sources.find_feed_links(body, base)
+            feeds = sources.find_feed_links(page, base, result.charset)
             return self._new(claim, [(u, claim.depth, _role(Role.FEED)) for u in feeds], True)
         if kind == "web":
-            links = extract_links(body if tree is None else tree, base)
+            links = extract_links(page, base, result.charset)
             return self._new(claim, [(u, claim.depth + 1, None) for u in links], True)
         return []
 
@@ -562,7 +625,9 @@ class _Crawl:
             if checked:
                 skip = self.rules.refuse(url, depth)
                 robots = self.robots.lookup(url)
-                if skip is None and robots and robots.state is not RobotsState.UNREACHABLE:
+                # only rules decide here: an unreachable or refused host's URLs are recorded
+                # with their own reason when claimed
+                if skip is None and robots and robots.state is RobotsState.PARSED:
                     skip = None if robots.allowed(url, self.cfg.agents) else "robots"
             items.append(NewUrl(url, depth, self.source.name, claim.url, metadata, skip))
         return items

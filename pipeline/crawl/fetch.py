@@ -9,7 +9,9 @@ kept-alive connection per host serves whichever worker fetches from it. One call
   and recording every hop;
 - streams the body under caps: `max_bytes` as transferred, `max_decompressed_bytes` after
   gzip/deflate (a gzip bomb stops at the cap), `read_timeout_s` between two reads and
-  `total_timeout_s` for the whole fetch (a server that drips a byte a second stops there);
+  `total_timeout_s` for the whole fetch (a server that drips a byte a second stops there); a
+  fetch with `truncate` (robots.txt: RFC 9309 2.5 reads its first 500 KiB) keeps the first
+  `max_bytes` instead of failing, with the warning `truncated`;
 - refuses content types outside `content_types` before reading the body, and text that is
   binary (WHATWG's "binary data bytes" in its first KiB).
 
@@ -61,6 +63,7 @@ _UNICODE_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_BE, codecs.BOM_UTF16_LE)
 
 
 REDIRECT_NOT_FOLLOWED = "redirect_not_followed"  # a FAILED reason: may_follow refused a hop
+TRUNCATED = "truncated"  # a warning: the body is the first max_bytes of a longer one
 
 
 class Outcome(StrEnum):
@@ -156,18 +159,29 @@ class Fetcher:
         content_types: list[str] | None = None,
         max_bytes: int | None = None,
         may_follow: Callable[[str], str | None] | None = None,
+        truncate: bool = False,
     ) -> FetchResult:
         """One attempt at `url`. `etag`/`last_modified` (from an earlier crawl) make it
         conditional; `content_types` (empty: any) and `max_bytes` override the config for this
-        call (robots.txt, say). `may_follow(target)` says why a redirect must not be followed
-        (robots.txt, scope) or None: a refused one ends the fetch as FAILED with reason
-        `redirect_not_followed` and the target in `redirect_target`, for the crawler to queue
-        it as a URL of its own. Never raises for anything the network or the server does."""
+        call (robots.txt, say); with `truncate`, a longer body is cut at `max_bytes` (decoded)
+        and FETCHED with the warning `truncated`. `may_follow(target)` says why a redirect
+        must not be followed (robots.txt, scope) or None: a refused one ends the fetch as
+        FAILED with reason `redirect_not_followed` and the target in `redirect_target`, for the
+        crawler to queue it as a URL of its own. Never raises for anything the network or the
+        server does."""
         started = time.monotonic()
         result = FetchResult(url, Outcome.FAILED)
         try:
             self._follow(
-                url, result, started, etag, last_modified, content_types, max_bytes, may_follow
+                url,
+                result,
+                started,
+                etag,
+                last_modified,
+                content_types,
+                max_bytes,
+                may_follow,
+                truncate,
             )
         except _BodyError as exc:
             result.outcome, result.reason, result.detail = exc.outcome, exc.reason, exc.detail
@@ -184,6 +198,7 @@ class Fetcher:
         content_types: list[str] | None,
         max_bytes: int | None,
         may_follow: Callable[[str], str | None] | None,
+        truncate: bool,
     ) -> None:
         cfg = self.cfg
         deadline = started + cfg.total_timeout_s
@@ -201,8 +216,8 @@ class Fetcher:
                 location = response.headers.get("Location") if status in REDIRECTS else None
                 if location is None and 200 <= status < 300:
                     allowed = cfg.content_types if content_types is None else content_types
-                    _check_type(response, allowed, max_bytes, cfg)
-                exchange, body = self._read(response, deadline, max_bytes)
+                    _check_type(response, allowed, max_bytes, cfg, truncate)
+                exchange, body, cut = self._read(response, deadline, max_bytes, truncate)
             result.exchanges.append(exchange)
             if location is not None:
                 target = urljoin(current, location.strip())
@@ -218,6 +233,8 @@ class Fetcher:
                 current = target
                 continue
             _classify(result, exchange, body)
+            if cut:
+                result.warnings.append(TRUNCATED)
             return
         raise _BodyError(
             Outcome.FAILED, "too_many_redirects", f"more than {cfg.max_redirects}", None
@@ -251,10 +268,11 @@ class Fetcher:
         return response
 
     def _read(
-        self, response: requests.Response, deadline: float, max_bytes: int | None
-    ) -> tuple[Exchange, bytes]:
-        """The response as an Exchange, and its content-decoded body; a body that breaks a cap
-        or the connection raises _BodyError."""
+        self, response: requests.Response, deadline: float, max_bytes: int | None, truncate: bool
+    ) -> tuple[Exchange, bytes, bool]:
+        """The response as an Exchange, its content-decoded body and whether that was cut at
+        the cap (`truncate`); a body that breaks a cap otherwise, or the connection, raises
+        _BodyError."""
         url = response.request.url or ""
         raw = response.raw
         version = {10: "HTTP/1.0", 11: "HTTP/1.1"}.get(raw.version, "HTTP/1.1")
@@ -272,39 +290,51 @@ class Fetcher:
             sent_at=getattr(connection, "sent_at", None),
         )
         limit = max_bytes or self.cfg.max_bytes
-        # a larger transfer cap (the book catalog's) raises the decompressed one with it
-        decoded_limit = max(self.cfg.max_decompressed_bytes, limit)
+        # a larger transfer cap (the book catalog's) raises the decompressed one with it; a
+        # truncated body is cut at the cap once decoded (what is parsed is what counts)
+        decoded_limit = limit if truncate else max(self.cfg.max_decompressed_bytes, limit)
         try:
-            payload, body = _read_body(response, limit, decoded_limit, deadline)
+            payload, body, cut = _read_body(response, limit, decoded_limit, deadline, truncate)
         except _BodyError as exc:
             exc.detail = f"{url}: {exc.detail}"
             raise
-        return replace(exchange, payload=payload), body
+        return replace(exchange, payload=payload), body, cut
 
 
 def _check_type(
-    response: requests.Response, allowed: list[str], max_bytes: int | None, cfg: CrawlConfig
+    response: requests.Response,
+    allowed: list[str],
+    max_bytes: int | None,
+    cfg: CrawlConfig,
+    truncate: bool,
 ) -> None:
-    """Refuse a 2xx response by its headers, before reading its body."""
+    """Refuse a 2xx response by its headers, before reading its body (by its length only when
+    the body is not to be cut at the cap)."""
     url = response.request.url
     media = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
     if media and allowed and media not in allowed:
         raise _BodyError(Outcome.FAILED, "content_type", f"{url}: {media} is not fetched", None)
     length = response.headers.get("Content-Length", "")
     limit = max_bytes or cfg.max_bytes
-    if length.isdigit() and int(length) > limit:
+    if not truncate and length.isdigit() and int(length) > limit:
         detail = f"{url}: Content-Length {length} > {limit}"
         raise _BodyError(Outcome.FAILED, "too_large", detail, None)
 
 
 def _read_body(
-    response: requests.Response, max_bytes: int, max_decoded: int, deadline: float
-) -> tuple[bytes, bytes]:
-    """(payload as transferred, payload content-decoded), read under the caps."""
+    response: requests.Response,
+    max_bytes: int,
+    max_decoded: int,
+    deadline: float,
+    truncate: bool = False,
+) -> tuple[bytes, bytes, bool]:
+    """(payload as transferred, payload content-decoded, cut), read under the caps. With
+    `truncate`, a cap reached ends the read (cut) instead of failing the fetch."""
     encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
     decoder = _decoder(encoding)
     raw, decoded = bytearray(), bytearray()
-    while True:
+    cut = False
+    while not cut:
         if time.monotonic() > deadline:
             raise _BodyError(Outcome.RETRY, "too_slow", "total_timeout_s reached", "time")
         try:
@@ -318,9 +348,13 @@ def _read_body(
             ) from None
         if not data:
             break
+        if len(raw) + len(data) > max_bytes:
+            if not truncate:
+                raise _BodyError(
+                    Outcome.FAILED, "too_large", f"body over {max_bytes} bytes", "length"
+                )
+            data, cut = data[: max_bytes - len(raw)], True
         raw += data
-        if len(raw) > max_bytes:
-            raise _BodyError(Outcome.FAILED, "too_large", f"body over {max_bytes} bytes", "length")
         if decoder is None:
             continue
         try:
@@ -328,17 +362,20 @@ def _read_body(
         except zlib.error as exc:
             raise _BodyError(Outcome.FAILED, "bad_encoding", f"{encoding}: {exc}", None) from None
         if len(decoded) > max_decoded or decoder.unconsumed_tail:
-            raise _BodyError(
-                Outcome.FAILED,
-                "decompressed_too_large",
-                f"{encoding} body inflates past {max_decoded} bytes",
-                "length",
-            )
+            if not truncate:
+                raise _BodyError(
+                    Outcome.FAILED,
+                    "decompressed_too_large",
+                    f"{encoding} body inflates past {max_decoded} bytes",
+                    "length",
+                )
+            del decoded[max_decoded:]
+            cut = True
     if decoder is None:
-        return bytes(raw), bytes(raw)
-    if raw and not decoder.eof:
+        return bytes(raw), bytes(raw), cut
+    if raw and not decoder.eof and not cut:
         raise _BodyError(Outcome.FAILED, "bad_encoding", f"{encoding} stream ends early", None)
-    return bytes(raw), bytes(decoded)
+    return bytes(raw), bytes(decoded), cut
 
 
 def _decoder(encoding: str) -> zlib._Decompress | None:

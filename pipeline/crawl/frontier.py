@@ -22,6 +22,16 @@ written in the transactions that add URLs and finish them, not on every change. 
 generation; URLs beyond them are recorded as skipped (`max_pages`, `max_pages_per_host`) and
 queued again by the next generation.
 
+A host whose delay is longer than `max_delay_s` (a robots.txt Crawl-delay beyond
+`crawl.max_crawl_delay_s`) is not waited for: once its next start is further off than that, its
+queued URLs are recorded as skipped (`crawl_delay`) and queued again by the next generation,
+which keeps that host's next start. So such a host gets one request per `delay_s`, across
+generations, and a crawl run never waits longer than `max_delay_s` for it. The robots.txt and
+tdmrep.json such a host answered are kept (`keep_file`), so that its next request can go to a
+page. No host waits longer than `LONGEST_DELAY_S` (a day), however long it asks for: that keeps
+every time finite, and a frontier written with a farther one is brought back within it on
+opening.
+
 A generation is one crawl run. `start_generation` makes every URL fetched before due again,
 keeping its ETag / Last-Modified for a conditional request; URLs known in any state are never
 queued twice by `add`. Each fetch records where its WARC records are, and the end of the last
@@ -57,6 +67,12 @@ from pipeline.crawl.warcwriter import WarcLocation
 
 STATES = ("queued", "in_flight", "fetched", "failed", "skipped", "not_modified")
 BUDGET_REASONS = ("max_pages", "max_pages_per_host")
+CRAWL_DELAY = "crawl_delay"  # skipped: the host's delay is longer than max_delay_s
+REQUEUED_REASONS = (*BUDGET_REASONS, CRAWL_DELAY)  # skipped, queued again by the next generation
+# The longest a host waits between two requests, whatever it asks for: a robots.txt, and the
+# Crawl-delay in it, is read again after 24 h at most (RFC 9309 2.4), and a time much farther
+# off (Crawl-delay: 1e12) overflows the waits of the crawl loop (threading's TIMEOUT_MAX).
+LONGEST_DELAY_S = 86400.0
 REDIRECT = "redirect"  # the reason of a URL fetched as the target of another one's redirect
 
 _SCHEMA = """
@@ -94,6 +110,11 @@ CREATE TABLE IF NOT EXISTS generations (
     name TEXT PRIMARY KEY,
     started_at TEXT NOT NULL,
     finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS kept_files (
+    url TEXT PRIMARY KEY,                   -- a robots.txt or tdmrep.json (see keep_file)
+    fetched_at REAL NOT NULL,               -- unix time
+    text TEXT                               -- NULL: the host has none
 );
 CREATE TABLE IF NOT EXISTS warc_files (
     generation TEXT NOT NULL,
@@ -174,12 +195,15 @@ class Frontier:
         max_attempts: int = 3,
         max_pages: int | None = None,
         max_pages_per_host: int | None = None,
+        max_delay_s: float | None = None,
     ):
         """Open (or create) the frontier at `path` and queue again what was in flight.
         Defaults: 1 s between two requests to a host and one request at a time per host (the
         conventions polite crawlers follow when robots.txt gives no Crawl-delay); 3 attempts
-        per URL; no page budgets."""
+        per URL; no page budgets; every host waited for, whatever its delay (`max_delay_s`:
+        see the module docstring)."""
         self.path = Path(path)
+        self.max_delay_s = max_delay_s
         self.delay_s = delay_s
         self.per_host = per_host
         self.max_attempts = max_attempts
@@ -207,6 +231,11 @@ class Frontier:
                 self.requeued_in_flight = db.execute(
                     "UPDATE urls SET state = 'queued', retry_at = 0 WHERE state = 'in_flight'"
                 ).rowcount
+                # a frontier written before there was a longest delay
+                db.execute(
+                    "UPDATE hosts SET delay_s = MIN(delay_s, ?), next_at = MIN(next_at, ?)",
+                    (LONGEST_DELAY_S, time.time() + LONGEST_DELAY_S),
+                )
             self._load()
 
     def close(self) -> None:
@@ -278,7 +307,10 @@ class Frontier:
         the current unfinished generation again (a resumed crawl) changes nothing. Otherwise
         every URL fetched (or found not modified) before is queued again with its validators,
         so it is fetched with a conditional request; URLs skipped for a page budget are queued
-        again as far as the budgets allow; URLs still queued move to the new generation."""
+        again as far as the budgets allow, and so are those set aside for a host's delay
+        (`crawl_delay`); URLs still queued move to the new generation. Hosts may be asked at
+        once, except those whose delay is longer than `max_delay_s`: they keep their next
+        start."""
         if self.generation == name and not self.generation_finished(name):
             return 0
         with self._lock:
@@ -295,22 +327,25 @@ class Frontier:
                 ).rowcount
                 db.execute("UPDATE urls SET generation = ? WHERE state = 'queued'", (name,))
                 db.execute(
-                    "UPDATE hosts SET next_at = 0, admitted = (SELECT COUNT(*) FROM urls"
-                    " WHERE urls.host = hosts.host AND urls.state = 'queued')"
+                    "UPDATE hosts SET next_at = CASE WHEN delay_s > ? THEN next_at ELSE 0 END,"
+                    " admitted = (SELECT COUNT(*) FROM urls"
+                    " WHERE urls.host = hosts.host AND urls.state = 'queued')",
+                    (LONGEST_DELAY_S if self.max_delay_s is None else self.max_delay_s,),
                 )
                 due += self._readmit(db, name)
             self._load()
         return due
 
     def _readmit(self, db: sqlite3.Connection, generation: str) -> int:
-        """Queue URLs skipped for a page budget again, in the order found, within the budgets."""
+        """Queue URLs skipped for a page budget or a host's delay again, in the order found,
+        within the budgets."""
         admitted = dict(db.execute("SELECT host, admitted FROM hosts").fetchall())
         total = sum(admitted.values())
         readmitted = 0
         waiting = db.execute(
-            "SELECT url, host FROM urls WHERE state = 'skipped' AND reason IN (?, ?)"
-            " ORDER BY rowid",
-            BUDGET_REASONS,
+            "SELECT url, host FROM urls WHERE state = 'skipped' AND reason IN"
+            f" ({', '.join('?' * len(REQUEUED_REASONS))}) ORDER BY rowid",
+            REQUEUED_REASONS,
         ).fetchall()
         for url, host in waiting:
             reason = self._over_budget(admitted.get(host, 0), total)
@@ -404,9 +439,11 @@ class Frontier:
     def claim(self, now: float | None = None) -> Claim | None:
         """The next URL to fetch, now in flight, or None if no host is ready. Hosts whose next
         start time came first go first; within a host, shallow URLs first, then in the order
-        found. The host's next start moves `delay_s` ahead."""
+        found. The host's next start moves `delay_s` ahead. Hosts beyond `max_delay_s` are set
+        aside first (module docstring)."""
         now = time.time() if now is None else now
         with self._lock:
+            self._set_aside_slow_hosts(now)
             while (host := self._ready_host(now)) is not None:
                 state = self._hosts[host]
                 with self._transaction() as db:
@@ -438,6 +475,32 @@ class Frontier:
             fetched_at=row["fetched_at"],
         )
 
+    def _set_aside_slow_hosts(self, now: float) -> None:
+        """Skip (`crawl_delay`) the queued URLs of hosts whose delay is longer than
+        `max_delay_s` and whose next start is further off than that: the next generation
+        queues them again. The caller holds the lock."""
+        limit = self.max_delay_s
+        if limit is None:
+            return
+        slow = [
+            host
+            for host in self._waiting
+            if self._hosts[host].delay_s > limit and self._hosts[host].next_at - now > limit
+        ]
+        if not slow:
+            return
+        with self._transaction() as db:
+            set_aside = {
+                host: db.execute(
+                    "UPDATE urls SET state = 'skipped', reason = ?, generation = ?"
+                    " WHERE host = ? AND state = 'queued'",
+                    (CRAWL_DELAY, self._generation, host),
+                ).rowcount
+                for host in slow
+            }
+        for host, count in set_aside.items():
+            self._count_queued(host, -count)
+
     def _ready_host(self, now: float) -> str | None:
         """The ready host whose next start came first."""
         best, best_at = None, now
@@ -463,14 +526,20 @@ class Frontier:
             )
 
     def set_host_delay(self, host: str, delay_s: float) -> None:
-        """The gap between two request starts to `host` (e.g. robots.txt's Crawl-delay)."""
+        """The gap between two request starts to `host` (e.g. robots.txt's Crawl-delay), at
+        most `LONGEST_DELAY_S`."""
         with self._lock:
-            self._host(host).delay_s = delay_s
+            self._host(host).delay_s = min(delay_s, LONGEST_DELAY_S)
+
+    def delay(self, host: str) -> float:
+        """The gap between two request starts to `host`."""
+        with self._lock:
+            return self._host(host).delay_s
 
     def defer_host(self, host: str, seconds: float, now: float | None = None) -> None:
         """No request to `host` before `seconds` from now (backoff, or a request made outside
-        the frontier such as robots.txt)."""
-        until = (time.time() if now is None else now) + seconds
+        the frontier such as robots.txt), `LONGEST_DELAY_S` at most."""
+        until = (time.time() if now is None else now) + min(seconds, LONGEST_DELAY_S)
         with self._lock:
             state = self._host(host)
             state.next_at = max(state.next_at, until)
@@ -676,6 +745,25 @@ class Frontier:
         state = self._hosts[host]
         state.ready_at = min(state.ready_at, retry_at)
         self._count_queued(host, 1)
+
+    # ----- files kept for slow hosts -----
+
+    def keep_file(self, url: str, text: str | None, fetched_at: float) -> None:
+        """Keep the robots.txt or tdmrep.json at `url` as fetched at `fetched_at` (its text;
+        None: there is none) for the next generations: a host beyond `max_delay_s` gets one
+        request per generation, which must not go to those files every time."""
+        with self._lock, self._transaction() as db:
+            db.execute(
+                "INSERT INTO kept_files (url, fetched_at, text) VALUES (?, ?, ?)"
+                " ON CONFLICT (url) DO UPDATE SET fetched_at = excluded.fetched_at,"
+                " text = excluded.text",
+                (url, fetched_at, text),
+            )
+
+    def kept_file(self, url: str) -> tuple[str | None, float] | None:
+        """(text, fetched_at) of a file `keep_file` kept, or None."""
+        rows = self._query("SELECT text, fetched_at FROM kept_files WHERE url = ?", (url,))
+        return (rows[0]["text"], rows[0]["fetched_at"]) if rows else None
 
     # ----- reading -----
 

@@ -28,6 +28,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 ALLOWED_SCHEMES = ("http", "https")
+# the reasons of UnsafeTarget: a target the crawler refuses, which no later attempt changes
+REFUSED_REASONS = frozenset({"unsupported_scheme", "no_host", "unsafe_address"})
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 

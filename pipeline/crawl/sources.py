@@ -37,7 +37,7 @@ import lxml.html
 from courlan import is_navigation_page, is_not_crawlable
 from lxml import etree
 
-from pipeline.crawl.urls import normalize_url
+from pipeline.crawl.urls import normalize_url, parse_html
 
 # The sitemaps.org protocol caps a sitemap at 50 MB uncompressed; a gzipped one that inflates
 # beyond that is refused (a gzip bomb costs no more than this much memory).
@@ -182,14 +182,15 @@ def _clean(value: str | None) -> str | None:
     return value.strip() or None if value else None
 
 
-def find_feed_links(html: bytes | str, base_url: str) -> list[str]:
+def find_feed_links(
+    html: bytes | str | lxml.html.HtmlElement, base_url: str, charset: str | None = None
+) -> list[str]:
     """The feeds a page announces: `<link rel="alternate" type="application/rss+xml"
-    href="...">` and the Atom, RDF and JSON Feed types, absolute and normalized."""
-    if not html or not html.strip():
-        return []
-    try:
-        tree = lxml.html.document_fromstring(html)
-    except (etree.ParserError, ValueError):
+    href="...">` and the Atom, RDF and JSON Feed types, absolute and normalized. `html` may be
+    the page parsed already; bytes are decoded as urls.parse_html does (`charset`: what the
+    Content-Type header declares)."""
+    tree = html if isinstance(html, lxml.html.HtmlElement) else parse_html(html, charset)
+    if tree is None:
         return []
     base_tag = tree.find(".//base[@href]")
     base = urljoin(base_url, base_tag.get("href", "")) if base_tag is not None else base_url

@@ -21,6 +21,8 @@ from urllib.parse import quote, unquote_plus, urljoin, urlsplit, urlunsplit
 import lxml.html
 from lxml import etree
 
+from pipeline.charset import decode_html
+
 # Query parameters that name a session or a click, not a page: stripped so that one page has one
 # URL. Session ids: the usual server frameworks (Java, PHP, ASP, ColdFusion). Trackers: the
 # campaign and click ids of the big ad platforms, as in Firefox's query-stripping list.
@@ -270,22 +272,33 @@ class CrawlRules:
 # ----- links -----
 
 
-def extract_links(html: bytes | str | lxml.html.HtmlElement, base_url: str) -> list[str]:
+def parse_html(html: bytes | str, charset: str | None = None) -> lxml.html.HtmlElement | None:
+    """The page parsed leniently (lxml recovers from malformed markup), bytes decoded as the
+    HTML standard orders it (charset.py; `charset`: the Content-Type header's); None for a page
+    with no document in it. lxml is never handed the bytes: it would read them as its meta
+    prescan says, or as latin-1, whatever the header declared."""
+    text = decode_html(html, charset) if isinstance(html, bytes) else html
+    if not text.strip():
+        return None
+    try:
+        return lxml.html.document_fromstring(text)
+    except (etree.ParserError, ValueError):
+        return None
+
+
+def extract_links(
+    html: bytes | str | lxml.html.HtmlElement, base_url: str, charset: str | None = None
+) -> list[str]:
     """The http(s) links of a page (`<a href>`, `<area href>`), absolute and normalized, each
     once, in page order. Relative links resolve against `<base href>` when the page has one.
     Links with rel="nofollow" are skipped, and so is every link of a page whose
     `<meta name="robots">` says nofollow or none; so are mailto:, javascript:, tel: and
     fragment-only links. Unparsable HTML gives no links rather than an error. `html` may be
-    the page already parsed by lxml.html."""
-    if isinstance(html, lxml.html.HtmlElement):
-        tree = html
-    elif not html or not html.strip():
+    the page already parsed by lxml.html; bytes are decoded as charset.py decides, `charset`
+    being what the Content-Type header declares."""
+    tree = html if isinstance(html, lxml.html.HtmlElement) else parse_html(html, charset)
+    if tree is None:
         return []
-    else:
-        try:
-            tree = lxml.html.document_fromstring(html)
-        except (etree.ParserError, ValueError):
-            return []
     for meta in tree.iterfind(".//meta[@name]"):
         if meta.get("name", "").strip().lower() == "robots":
             values = {v.strip().lower() for v in meta.get("content", "").split(",")}
