@@ -39,7 +39,22 @@ What it measures
   `peak_rss_mb_4x` are the largest resident set of any one of our processes (a stage's main
   process or a worker it waited for) on this corpus and on one `--scale` (4) times larger.
   Targets: ratio_vs_datatrove >= 1.5; our precision and recall each >= datatrove's and >= 0.9;
-  peak_rss_mb_4x <= 1.25 x peak_rss_mb_1x.
+  peak_rss_mb_4x <= 1.25 x peak_rss_mb_1x; filter_agreement >= 0.98.
+
+  Filter fidelity: each document's decision in each tool is the filter step that dropped it
+  (ours: the filter stage's rejected documents and their reasons; datatrove's: the documents
+  each of its filters wrote to `excluded/<step>/`), or kept. `filter_agreement` is the share of
+  documents both tools keep or both drop; `filter_agreement_by_step` gives, per step, the share
+  of the documents that reached it in both tools (passed every earlier step in both) on which
+  both keep or both drop there, and how many reached it; `filter_disagreements` counts the
+  documents whose first dropping step differs, as "<our step:rule> / <datatrove's step:reason>"
+  ("kept" for none). These are for our filters with the settings that reproduce datatrove's
+  decisions (`compat: datatrove` on every step, no `ignore_rules`, no hard-wrapped kinds: see
+  pipeline/config.py's FilterConfig.Step), applied to the corpus in this process with the
+  stage's own document function (pipeline/filter.py's `prepare`), untimed; the same figures
+  with our defaults, those of the timed run, are `filter_agreement_defaults`,
+  `filter_agreement_by_step_defaults` and `filter_disagreements_defaults`. The timed run keeps
+  our defaults, so that throughput and dedup scores compare with earlier runs.
 
 How to run it (from the repository root)
   .venv/bin/python bench/curate.py                          # 20,000 docs, then the 4x run
@@ -106,11 +121,14 @@ TARGETS = {
     "dedup_precision": 0.9,
     "dedup_recall": 0.9,
     "peak_rss_4x_over_1x": 1.25,
+    "filter_agreement": 0.98,
 }
 DATATROVE_PACKAGES = ["datatrove[processing]", "orjson", "spacy", "aiohttp"]
 DATATROVE_STEPS = ("filter", "signatures", "buckets", "cluster", "dedup")
 DATATROVE_SCRIPT = Path(__file__).resolve().parent / "curate_datatrove" / "run_datatrove.py"
 OUR_STEPS = ("extract", "filter", "dedup")
+FILTER_STEPS = ("language", "gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
+KEPT = "kept"  # the decision of a document no filter dropped
 _WORD_TOKEN = re.compile(r"\S+\s*")
 
 
@@ -517,6 +535,7 @@ def run_datatrove(python: Path, corpus: Corpus, work: Path, cache: Path) -> dict
     survivors, clusters, kept = datatrove_clusters(work)
     return {
         "steps": steps,
+        "decisions": datatrove_decisions(work),
         "survivors": survivors,
         "clusters": clusters,
         "kept": kept,
@@ -543,6 +562,54 @@ def datatrove_clusters(work: Path) -> tuple[set[str], dict[str, str], int]:
     return survivors, clusters, kept
 
 
+def datatrove_decisions(work: Path) -> dict[str, str]:
+    """id -> "<step>:<reason>" for each document one of datatrove's filters dropped (written to
+    `excluded/<step>/` by run_datatrove.py)."""
+    decisions = {}
+    for step in FILTER_STEPS:
+        for path in sorted((work / "excluded" / step).glob("*.jsonl.gz")):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                for line in fh:
+                    row = json.loads(line)
+                    reason = row.get("metadata", {}).get("filter_reason") or "dropped"
+                    decisions[row["id"]] = f"{step}:{reason}"
+    return decisions
+
+
+# ----- filter fidelity -----
+
+
+def filter_agreement(
+    ids: Iterable[str], ours: dict[str, str], theirs: dict[str, str]
+) -> dict[str, Any]:
+    """How often both tools decide alike (see the module docstring). `ours` and `theirs` map a
+    dropped document's id to "<step>:<rule>"; a document in neither is kept."""
+    ids = list(ids)
+    step_of = {name: n for n, name in enumerate(FILTER_STEPS)}
+
+    def first(decisions: dict[str, str], doc_id: str) -> int:  # the step index; kept: past all
+        reason = decisions.get(doc_id)
+        return step_of[reason.split(":")[0]] if reason else len(FILTER_STEPS)
+
+    both = [(first(ours, d), first(theirs, d)) for d in ids]
+    by_step = {}
+    for n, name in enumerate(FILTER_STEPS):
+        reached = [(a, b) for a, b in both if a >= n and b >= n]
+        alike = sum((a == n) == (b == n) for a, b in reached)
+        by_step[name] = {"agreement": _ratio(alike, len(reached)), "documents": len(reached)}
+    differ = Counter(
+        f"{ours.get(d, KEPT)} / {theirs.get(d, KEPT)}"
+        for d, (a, b) in zip(ids, both, strict=True)
+        if a != b
+    )
+    kept_alike = sum((a == len(FILTER_STEPS)) == (b == len(FILTER_STEPS)) for a, b in both)
+    return {
+        "filter_agreement": _ratio(kept_alike, len(ids)),
+        "filter_agreement_by_step": by_step,
+        "filter_disagreements": dict(differ.most_common()),
+    }
+
+
 # ----- our side -----
 
 
@@ -554,9 +621,14 @@ def our_stages_missing() -> list[str]:
     ]
 
 
-def write_run_config(folder: Path, corpus: Corpus) -> Path:
+def write_run_config(folder: Path, corpus: Corpus, compat: str = "textmill") -> Path:
+    """Our run config; `compat` "datatrove": each filter step with the settings that reproduce
+    datatrove's decisions, "textmill": our defaults."""
     import yaml
 
+    sections: dict[str, dict[str, Any]] = {step: {} for step in FILTER_STEPS}
+    if compat == "datatrove":
+        sections = {step: {"compat": "datatrove", "ignore_rules": {}} for step in FILTER_STEPS}
     config = {
         "workspace": str(folder / "workspace"),
         "sources": [
@@ -564,14 +636,10 @@ def write_run_config(folder: Path, corpus: Corpus) -> Path:
         ],
         "filter": {
             "dataset": "extract",
-            "steps": [
-                "language",
-                "gopher_quality",
-                "gopher_repetition",
-                "c4_quality",
-                "fineweb_quality",
-            ],
-            "language": {"languages": ["en"]},
+            "steps": list(FILTER_STEPS),
+            **sections,
+            "language": {**sections["language"], "languages": ["en"]},
+            **({"hard_wrapped_kinds": []} if compat == "datatrove" else {}),
         },
         "dedup": {"dataset": "filter", "paragraphs": False},
         "runner": {"task_runner": "processes", "workers": WORKERS},
@@ -603,9 +671,10 @@ def check_our_side(folder: Path) -> None:
 
 
 def run_ours(corpus: Corpus, folder: Path) -> dict[str, Step]:
-    """`textmill run extract|filter|dedup --no-prefect`, each a process of its own."""
+    """`textmill run extract|filter|dedup --no-prefect`, each a process of its own, with our
+    defaults."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = write_run_config(folder, corpus)
+    config = write_run_config(folder, corpus, "textmill")
     textmill = _textmill()
     env = {**os.environ, "PREFECT_HOME": str(folder / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
@@ -643,6 +712,43 @@ def our_outcome(workspace: Path) -> tuple[set[str], dict[str, str], int]:
     survivors = set(Dataset.current(ws, "filter").read(columns=["id"])["id"].to_pylist())
     kept = Dataset.current(ws, "dedup").read(columns=["id"]).num_rows
     return survivors, our_clusters(workspace), kept
+
+
+def datatrove_compatible_decisions(corpus: Corpus, folder: Path) -> dict[str, str]:
+    """id -> "<step>:<rule>" for each document our filters drop with the datatrove-compatible
+    settings: the filter stage's document function, run here on every document (untimed)."""
+    from pipeline.config import load_config
+    from pipeline.filter import prepare
+
+    folder.mkdir(parents=True, exist_ok=True)
+    decide = prepare(load_config(write_run_config(folder, corpus, "datatrove")).filter)
+    decisions = {}
+    for path in corpus.files:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                dropped = decide(row, Counter())
+                if dropped:
+                    decisions[row["id"]] = dropped[0]
+    return decisions
+
+
+def _agreement_line(figures: dict[str, Any]) -> str:
+    steps = ", ".join(
+        f"{name} {step['agreement']}" for name, step in figures["filter_agreement_by_step"].items()
+    )
+    return f"{figures['filter_agreement']} ({steps})"
+
+
+def our_decisions(workspace: Path) -> dict[str, str]:
+    """id -> "<step>:<rule>" for each document our filter stage dropped (its rejected rows'
+    reasons, `<filter>:<rule>`)."""
+    from pipeline.datasets import Dataset
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(str(workspace))
+    table = Dataset.current(ws, "filter").read(columns=["id", "reason"], rejected=True)
+    return dict(zip(table["id"].to_pylist(), table["reason"].to_pylist(), strict=True))
 
 
 # ----- the benchmark -----
@@ -717,6 +823,9 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
         "datatrove_dedup_recall": None,
         "peak_rss_mb_1x": None,
         "peak_rss_mb_4x": None,
+        "filter_agreement": None,
+        "filter_agreement_by_step": None,
+        "filter_agreement_defaults": None,
     }
 
     if not args.skip_ours:
@@ -724,6 +833,7 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
 
         steps = run_ours(corpus, folder / "ours")
         survivors, clusters, kept = our_outcome(folder / "ours" / "workspace")
+        ours = our_decisions(folder / "ours" / "workspace")
         scores = pair_scores(clusters, survivors, expected.duplicates)
         total = sum(step.seconds for step in steps.values())
         figures.update(
@@ -757,6 +867,14 @@ def benchmark(args: argparse.Namespace, data: Path, folder: Path) -> dict[str, A
                 "datatrove_versions": dt["versions"],
             }
         )
+        if not args.skip_ours:
+            ids = [doc_id for family in corpus.families.values() for doc_id in family]
+            compatible = datatrove_compatible_decisions(corpus, folder / "ours-datatrove")
+            figures.update(filter_agreement(ids, compatible, dt["decisions"]))
+            defaults = filter_agreement(ids, ours, dt["decisions"])
+            figures.update({f"{name}_defaults": value for name, value in defaults.items()})
+            log(f"filter agreement with datatrove: {_agreement_line(figures)}")
+            log(f"filter agreement with our defaults: {_agreement_line(defaults)}")
     if figures["docs_per_s"] and figures["datatrove_docs_per_s"]:
         figures["ratio_vs_datatrove"] = _ratio(
             figures["docs_per_s"], figures["datatrove_docs_per_s"], 3
@@ -807,11 +925,13 @@ def targets_met(figures: dict[str, Any]) -> bool | None:
         "datatrove_dedup_recall",
         "peak_rss_mb_1x",
         "peak_rss_mb_4x",
+        "filter_agreement",
     ]
     if any(figures.get(key) is None for key in needed):
         return None
     return (
-        figures["ratio_vs_datatrove"] >= TARGETS["ratio_vs_datatrove"]
+        figures["filter_agreement"] >= TARGETS["filter_agreement"]
+        and figures["ratio_vs_datatrove"] >= TARGETS["ratio_vs_datatrove"]
         and figures["dedup_precision"]
         >= max(TARGETS["dedup_precision"], figures["datatrove_dedup_precision"])
         and figures["dedup_recall"]

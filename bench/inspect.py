@@ -265,6 +265,7 @@ def build(root: Path, docs: int, seed: int = 0) -> dict[str, Any]:
                     "kept": [True] * copies.num_rows + [False] * copies.num_rows,
                     "kind": [None] * copies.num_rows + ["near"] * copies.num_rows,
                     "similarity": [1.0] * copies.num_rows + [0.9] * copies.num_rows,
+                    "kept_by": ["smaller_id"] * (2 * copies.num_rows),
                 },
                 schema=CLUSTER_SCHEMA,
             )

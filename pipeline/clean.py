@@ -42,8 +42,9 @@ from pipeline import gutenberg
 from pipeline.config import CleanConfig
 
 NAME = "clean"
-# What the output depends on besides the config: this module and ftfy's repairs.
-CODE_VERSION = f"3+ftfy{version('ftfy')}"
+# What the output depends on besides the config: this module, pipeline/gutenberg.py (books)
+# and ftfy's repairs.
+CODE_VERSION = f"4+ftfy{version('ftfy')}"
 
 # A document row in, edited in place; None to keep it, or (reason, detail) to drop it.
 Cleaner = Callable[[dict, Counter[str]], tuple[str, str] | None]

@@ -257,7 +257,15 @@ class DedupConfig(Section):
     0.92/0.89 (the estimate's noise near the threshold, about 0.04, keeps both from 0.92); with
     256 values at 0.70: 0.92/0.92, for about 1 s more signing per 20,000 documents.
     `paragraph_min_docs` 2 is Dolma's paragraph dedup (a paragraph is a duplicate once an
-    earlier document had it)."""
+    earlier document had it). `hard_wrapped_kinds` ["book"] as the filter stage's: there a
+    paragraph is a block between blank lines, not a line. `paragraph_min_words` 10 and
+    `paragraph_min_chars` 50 are ours, the size a run of recurring paragraphs needs to be
+    removed: the shortest boilerplate run of Dolma's fixture is a five-link menu of 12 words and
+    70 characters ("PPAA Home" ... "Receive Care"), while the longest paragraph that two of the
+    ten Gutenberg books in tests/test_dedup.py share is 4 words and 19 characters ('"What do you
+    mean?"'); short recurring lines (chapter numerals, "Yes.", "* * * * *", "[Illustration]")
+    are language, and 10 words is about half a sentence of prose. Both must hold: the
+    characters stop a run of numerals or single letters from passing on its word count."""
 
     dataset: str = "clean"  # the document stage it reads
     # exact: one document per normalized text (pipeline/dedup.py says how it is normalized)
@@ -274,11 +282,17 @@ class DedupConfig(Section):
     min_similarity: float | None = Field(default=0.70, ge=0, le=1)
     num_perm: int = Field(default=256, ge=1)  # MinHash values; at least bands x rows
     seed: int = Field(default=1, ge=0)
-    # which document of a cluster stays: earliest generation, then this order, then longest
+    # which document of a cluster stays: earliest generation, then this order, then one with
+    # no Gutenberg boilerplate left, then longest once stripped (pipeline/dedup.py)
     source_priority: list[SourceKind] = Field(default_factory=lambda: ["book", "article", "web"])
-    # paragraphs (lines) that recur across documents: kept once, removed from the others
+    # paragraphs that recur across documents: kept once, removed from the others
     paragraphs: bool = True
     paragraph_min_docs: int = Field(default=2, ge=2)  # kept documents it must appear in
+    # kinds whose paragraph is a block between blank lines (hard-wrapped); a line for the rest
+    hard_wrapped_kinds: list[SourceKind] = Field(default_factory=lambda: ["book"])
+    # a run of adjacent recurring paragraphs (a block alone) is removed only when this long
+    paragraph_min_words: int = Field(default=10, ge=0)
+    paragraph_min_chars: int = Field(default=50, ge=0)
     # the reduce step groups bucket keys on disk, one partition at a time in memory
     max_partition_rows: int = Field(default=4_000_000, ge=1)  # 16 bytes a row
     temp_dir: str | None = None  # local folder for those partitions; None: the system's
@@ -320,11 +334,18 @@ class FilterConfig(Section):
     its own section named like it; each filter's docstring says where its defaults come from."""
 
     class Step(Section):
-        """Settings every filter has: source kinds it passes unscored, and rules (named by their
-        score) it does not apply to a source kind."""
+        """Settings every filter has: source kinds it passes unscored, rules (named by their
+        score) it does not apply to a source kind, and whose decisions it reproduces.
+
+        `compat`: "textmill" (the default) decides as the filter's docstring says; "datatrove"
+        as datatrove 0.10's filter of the same name, where they differ on purpose (each
+        filter's docstring lists how). datatrove applies every rule to every document and
+        reads books line by line: to reproduce its decisions also set `ignore_rules: {}` here
+        and the stage's `hard_wrapped_kinds: []` (bench/curate.py does)."""
 
         skip_kinds: list[SourceKind] = Field(default_factory=list)
         ignore_rules: dict[SourceKind, list[str]] = Field(default_factory=dict)
+        compat: Literal["textmill", "datatrove"] = "textmill"
 
     class Language(Step):
         """fastText lid.176 language ID; 0.65 as datatrove's LanguageFilter and DCLM."""

@@ -20,10 +20,20 @@ and Thai character is a word of its own, since those scripts do not put spaces b
 has one shingle of all its words; one without words takes part in neither exact nor near dedup
 (nothing to compare: the clean stage drops empty documents).
 
+Paragraphs: a line (Dolma's), but for the hard-wrapped kinds (`hard_wrapped_kinds`: books) a
+block of lines between blank lines, since there a line is only as long as the wrap width.
+A recurring paragraph is removed only as part of a run of adjacent recurring paragraphs (lines
+with no blank line between them; a block on its own) of at least `paragraph_min_words` words and
+`paragraph_min_chars` characters: a site's menu or footer is such a run, while a short line that
+recurs on its own ("Yes.", "* * * * *", "Chapter 3") is language, never removed.
+
 The keep rule, among the documents of a cluster and the holders of a repeated paragraph: the
 earliest crawl generation (null, for listed WARC files, is the oldest), then the first source
-kind in `source_priority`, then the longest text, then the smallest id. It depends on no input
-order, so a recrawl never readmits what the corpus holds and a rerun gives the same output.
+kind in `source_priority`, then a copy without Project Gutenberg boilerplate left (markers
+pipeline/gutenberg.py finds: an edition the clean stage did not strip), then the longest text
+once such boilerplate is stripped (so a copy never wins by its boilerplate), then the smallest
+id. It depends on no input order, so a recrawl never readmits what the corpus holds and a rerun
+gives the same output. The cluster table's `kept_by` names the rule that decided each row.
 
 MinHash is datasketch's "affine32" scheme (a 32-bit shingle hash, MurmurHash3's finalizer, then
 h * a + b mod 2^32 with datasketch's permutations for `seed`), computed for a whole part at once
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import time
 from collections import Counter
@@ -49,7 +60,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from xxhash import xxh3_64_intdigest
 
-from pipeline import progress, takedown
+from pipeline import gutenberg, progress, takedown
+from pipeline.clean import count_words
 from pipeline.config import DedupConfig
 from pipeline.datasets import PartResult, VersionBuilder, short_digest
 from pipeline.docmap import PartUnit
@@ -57,7 +69,7 @@ from pipeline.schema import rejected_schema_of
 from pipeline.stage import Build, Reduced
 
 NAME = "dedup"
-CODE_VERSION = f"3+datasketch{version('datasketch')}"
+CODE_VERSION = f"4+datasketch{version('datasketch')}"
 
 ReadTable = Callable[[str, list[str]], pa.Table]  # (path, columns) -> table
 
@@ -93,14 +105,34 @@ def id_hash(doc_id: str) -> int:
     return xxh3_64_intdigest(doc_id.encode())
 
 
-def paragraph_spans(text: str) -> list[tuple[int, int]]:
-    """Dolma's paragraphs: the text split at "\\n", each span including its newline."""
+_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")  # what ends a block of lines
+
+
+def paragraph_spans(text: str, hard_wrapped: bool = False) -> list[tuple[int, int]]:
+    """A text's paragraphs as (start, end) spans that cover it. Dolma's by default: the text
+    split at "\\n", each span including its newline. Hard-wrapped text (books): blocks of lines,
+    each span including the blank lines after it."""
     spans, start = [], 0
-    for paragraph in text.split("\n"):
-        end = min(start + len(paragraph) + 1, len(text))
-        spans.append((start, end))
-        start = end
+    if not hard_wrapped:
+        for paragraph in text.split("\n"):
+            end = min(start + len(paragraph) + 1, len(text))
+            spans.append((start, end))
+            start = end
+        return spans
+    for gap in _BLANK_LINES.finditer(text):
+        spans.append((start, gap.end()))
+        start = gap.end()
+    if start < len(text) or not spans:
+        spans.append((start, len(text)))
     return spans
+
+
+def paragraphs_of(text: str, hard_wrapped: bool = False) -> list[str]:
+    """The paragraphs of paragraph_spans, without the line break or blank lines that end them."""
+    spans = paragraph_spans(text, hard_wrapped)
+    if hard_wrapped:
+        return [text[s:e].rstrip("\n \t") for s, e in spans]
+    return [text[s:e].removesuffix("\n") for s, e in spans]
 
 
 def paragraph_hash(paragraph: str) -> int | None:
@@ -213,14 +245,20 @@ def signature_table(docs: pa.Table, cfg: DedupConfig) -> pa.Table:
     else:
         signatures = np.zeros((n, 0), dtype=np.uint32)
         bands = np.zeros((n, 0), dtype=np.uint64)
-    paragraphs = [_paragraph_set(text) if cfg.paragraphs else [] for text in texts.to_pylist()]
+    wrapped = pc.is_in(docs["source_kind"], pa.array(cfg.hard_wrapped_kinds, pa.string()))
+    paragraphs = [
+        _paragraph_set(text or "", hard_wrapped) if cfg.paragraphs else []
+        for text, hard_wrapped in zip(texts.to_pylist(), wrapped.to_pylist(), strict=True)
+    ]
+    boilerplate, stripped_length = gutenberg_left(texts)
     return pa.table(
         {
             "id": docs["id"],
             "id_hash": pa.array([id_hash(i) for i in docs["id"].to_pylist()], pa.uint64()),
             "generation": docs["generation"],
             "source_kind": docs["source_kind"],
-            "length": pc.utf8_length(texts).cast(pa.int64()),
+            "boilerplate": pa.array(boilerplate),
+            "stripped_length": pa.array(stripped_length),
             "words": pc.list_value_length(words).cast(pa.int64()),
             "exact_hash": pa.array([xxh3_64_intdigest(k.encode()) for k in keys], pa.uint64()),
             "signature": _fixed_lists(signatures),
@@ -237,7 +275,8 @@ SIGNATURE_SCHEMA = pa.schema(
         ("id_hash", pa.uint64()),
         ("generation", pa.string()),  # null: listed WARC files, the oldest
         ("source_kind", pa.string()),
-        ("length", pa.int64()),  # characters of text
+        ("boilerplate", pa.bool_()),  # Project Gutenberg markers left in the text
+        ("stripped_length", pa.int64()),  # characters of text, Gutenberg boilerplate stripped
         ("words", pa.int64()),  # words of normalized text
         ("exact_hash", pa.uint64()),  # of normalized text (URL + text with exact_include_url)
         ("signature", pa.list_(pa.uint32())),  # MinHash, num_perm values (empty when near is off)
@@ -252,8 +291,26 @@ def _fixed_lists(matrix: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(matrix.ravel()))
 
 
-def _paragraph_set(text: str) -> list[int]:
-    hashes = {paragraph_hash(p) for p in text.split("\n")}
+_GUTENBERG = r"(?i)project\s+gutenberg"  # RE2: only texts that name it can hold its markers
+
+
+def gutenberg_left(texts: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Which texts still hold Project Gutenberg's header or footer (pipeline/gutenberg.py finds
+    its markers), and each text's length once that is stripped. The clean stage strips books;
+    this catches an edition it did not (another source kind, a copy extracted elsewhere)."""
+    lengths = pc.fill_null(pc.utf8_length(texts), 0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    left = np.zeros(len(lengths), dtype=bool)
+    mentions = pc.fill_null(pc.match_substring_regex(texts, _GUTENBERG), False)
+    for i in np.flatnonzero(mentions.to_numpy(zero_copy_only=False)):
+        stripped, found = gutenberg.strip_boilerplate(texts[int(i)].as_py())
+        if found == "markers":
+            left[i], lengths[i] = True, len(stripped)
+    return left, lengths
+
+
+def _paragraph_set(text: str, hard_wrapped: bool) -> list[int]:
+    hashes = {paragraph_hash(p) for p in paragraphs_of(text, hard_wrapped)}
     hashes.discard(None)
     return sorted(hashes)
 
@@ -275,42 +332,58 @@ class _Corpus:
     ids: pa.Array
     id_hashes: np.ndarray
     rank: np.ndarray  # position under the keep rule (0 stays first)
+    keys: np.ndarray  # (documents, len(KEEP_KEYS)): the keep rule's keys but the id
     words: np.ndarray
     exact_hashes: np.ndarray
 
 
 def _load_corpus(files: list[str], cfg: DedupConfig, read: ReadTable) -> _Corpus:
-    columns = ["id", "id_hash", "generation", "source_kind", "length", "words", "exact_hash"]
+    columns = ["id", "id_hash", "generation", "source_kind", "boilerplate", "stripped_length"]
+    columns += ["words", "exact_hash"]
     tables = [read(path, columns) for path in files]
     meta = pa.concat_tables(tables) if tables else SIGNATURE_SCHEMA.empty_table().select(columns)
     sizes = [t.num_rows for t in tables]
+    keys = _keep_keys(meta, cfg)
     return _Corpus(
         files=files,
         offsets=np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]),
         ids=meta["id"].combine_chunks(),
         id_hashes=meta["id_hash"].to_numpy(),
-        rank=_keep_rank(meta, cfg),
+        rank=_keep_rank(keys, meta["id"]),
+        keys=keys,
         words=meta["words"].to_numpy(),
         exact_hashes=meta["exact_hash"].to_numpy(),
     )
 
 
-def _keep_rank(meta: pa.Table, cfg: DedupConfig) -> np.ndarray:
-    """Each document's position under the keep rule (module docstring)."""
+# The keep rule's keys, in order (module docstring), each named as the cluster table's
+# `kept_by` says it decided; a smaller value stays.
+KEEP_KEYS = ("generation", "source_priority", "boilerplate_removed", "longer_stripped_text")
+
+
+def _keep_keys(meta: pa.Table, cfg: DedupConfig) -> np.ndarray:
+    """(documents, len(KEEP_KEYS)) int64: the generation's order (0: null, the oldest), the
+    source kind's place in source_priority, 1 if Gutenberg boilerplate is left, minus the
+    stripped length."""
+    if not meta.num_rows:
+        return np.zeros((0, len(KEEP_KEYS)), dtype=np.int64)
+    generations = meta["generation"].combine_chunks()
+    distinct = pc.unique(generations).drop_null()
+    distinct = distinct.take(pc.array_sort_indices(distinct))
+    generation = pc.fill_null(pc.add(pc.index_in(generations, distinct), 1), 0)
     kinds = pc.index_in(meta["source_kind"], pa.array(cfg.source_priority, pa.string()))
     priority = pc.fill_null(kinds, len(cfg.source_priority))
-    keys = pa.table(
-        {
-            "generation": meta["generation"],
-            "priority": priority,
-            "longest": pc.negate(meta["length"]),
-            "id": meta["id"],
-        }
+    columns = [generation, priority, meta["boilerplate"], pc.negate(meta["stripped_length"])]
+    return np.stack(
+        [np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.int64) for c in columns], axis=1
     )
-    order = pc.sort_indices(
-        keys,
-        sort_keys=[(name, "ascending", "at_start") for name in keys.column_names],
-    ).to_numpy()
+
+
+def _keep_rank(keys: np.ndarray, ids: pa.ChunkedArray) -> np.ndarray:
+    """Each document's position under the keep rule: its keys, then the smallest id."""
+    table = pa.table({f"k{j}": keys[:, j] for j in range(keys.shape[1])} | {"id": ids})
+    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in table.column_names])
+    order = order.to_numpy()
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank
@@ -473,6 +546,8 @@ def find_duplicates(
             signatures, np.searchsorted(involved, members), np.searchsorted(involved, keepers)
         )
     exact = cfg.exact & (corpus.exact_hashes[members] == corpus.exact_hashes[keepers])
+    runner_up = members.copy()  # whom each row's kept document was ranked against
+    runner_up[is_first] = members[np.flatnonzero(is_first) + 1]
     kind = np.where(exact, "exact", "near").astype(object)
     kind[is_first] = None
     return pa.table(
@@ -482,6 +557,7 @@ def find_duplicates(
             "kept": pa.array(is_first),
             "kind": pa.array(kind, pa.string()),
             "similarity": pa.array(np.round(similarity, 4)),
+            "kept_by": pa.array(_kept_by(corpus.keys, keepers, runner_up), pa.string()),
         },
         schema=CLUSTER_SCHEMA,
     )
@@ -494,8 +570,20 @@ CLUSTER_SCHEMA = pa.schema(
         ("kept", pa.bool_()),
         ("kind", pa.string()),  # exact | near (same normalized text as the kept one or not)
         ("similarity", pa.float64()),  # MinHash-estimated Jaccard with the kept document
+        # the keep rule that put the kept document first: ahead of this one, or for the kept
+        # one, of the runner-up (KEEP_KEYS, or smaller_id)
+        ("kept_by", pa.string()),
     ]
 )
+
+
+def _kept_by(keys: np.ndarray, keepers: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """The first of KEEP_KEYS on which each keeper differs from the other, else smaller_id."""
+    names = np.array([*KEEP_KEYS, "smaller_id"], dtype=object)
+    if not len(keepers):
+        return names[:0]
+    differ = keys[keepers] != keys[others]
+    return names[np.where(differ.any(axis=1), differ.argmax(axis=1), len(KEEP_KEYS))]
 
 
 def _band_rows(
@@ -534,13 +622,15 @@ def repeated_paragraphs(
     read: ReadTable = _read_parquet,
 ) -> RepeatedParagraphs:
     """Dolma's paragraph dedup over the documents that find_duplicates keeps: a paragraph
-    (exact, blank ones aside) in at least cfg.paragraph_min_docs of them stays in the first
-    under the keep rule and is removed from the others, as are its later repeats in that first
-    one. Dolma keeps the first occurrence in stream order, and removes repeats within a single
-    document too: with the default minimum of 2 the result is the same except that the first
-    is chosen by the keep rule (stream order depends on how parts are scheduled), and a
-    paragraph repeated only inside one document stays (the Gopher repetition filter scores
-    that). A larger minimum removes only boilerplate that recurs on many pages."""
+    (exact, blank ones aside; a block of lines for hard-wrapped kinds) in at least
+    cfg.paragraph_min_docs of them stays in the first under the keep rule and is removed from
+    the others, as are its later repeats in that first one, where it stands in a long enough
+    run (every paragraph is counted here; duplicate_paragraph_spans judges the size). Dolma
+    keeps the first occurrence in stream order, and removes repeats within a single document
+    too: with the default minimum of 2 the result is the same except that the first is chosen
+    by the keep rule (stream order depends on how parts are scheduled), a paragraph repeated
+    only inside one document stays (the Gopher repetition filter scores that), and so do short
+    runs. A larger minimum removes only boilerplate that recurs on many pages."""
     corpus = _load_corpus(signature_files, cfg, read)
     dropped = np.zeros(len(corpus.rank), dtype=bool)
     rejected = pc.filter(duplicates["id"], pc.invert(duplicates["kept"]))
@@ -606,10 +696,12 @@ def dedup_documents(
     if not cfg.paragraphs or repeated is None or not len(repeated.hashes):
         return kept, rejected
     texts, empty = [], np.zeros(kept.num_rows, dtype=bool)
-    for i, (doc_id, text) in enumerate(
-        zip(kept["id"].to_pylist(), kept["text"].to_pylist(), strict=True)
-    ):
-        new_text, removed = _without_repeated(text, id_hash(doc_id), repeated)
+    hard_wrapped = pc.is_in(kept["source_kind"], pa.array(cfg.hard_wrapped_kinds, pa.string()))
+    rows = zip(
+        kept["id"].to_pylist(), kept["text"].to_pylist(), hard_wrapped.to_pylist(), strict=True
+    )
+    for i, (doc_id, text, wrapped) in enumerate(rows):
+        new_text, removed = _without_repeated(text, id_hash(doc_id), repeated, cfg, wrapped)
         if removed:
             counts["paragraphs_removed"] += removed
             counts["paragraph_chars_removed"] += len(text) - len(new_text)
@@ -629,25 +721,56 @@ def dedup_documents(
 
 
 def duplicate_paragraph_spans(
-    text: str, doc_id_hash: int, repeated: RepeatedParagraphs
+    text: str,
+    doc_id_hash: int,
+    repeated: RepeatedParagraphs,
+    cfg: DedupConfig,
+    hard_wrapped: bool = False,
 ) -> list[tuple[int, int]]:
     """The spans (as paragraph_spans) of the paragraphs this document loses: those that recur
-    and are kept by another document, and a kept one's later repeats in the same document."""
-    spans = paragraph_spans(text)
-    hashes = [paragraph_hash(text[s:e].removesuffix("\n")) for s, e in spans]
+    and are kept by another document, and a kept one's later repeats in the same document, each
+    in a run of such paragraphs that is long enough (module docstring)."""
+    spans = paragraph_spans(text, hard_wrapped)
+    paragraphs = paragraphs_of(text, hard_wrapped)
+    hashes = [paragraph_hash(p) for p in paragraphs]
     keepers = repeated.keeper_of(np.array([h or 0 for h in hashes], dtype=np.uint64))
-    lost, seen = [], set()
-    for span, h, keeper in zip(spans, hashes, keepers.tolist(), strict=True):
+    duplicates, seen = [], set()
+    for i, (h, keeper) in enumerate(zip(hashes, keepers.tolist(), strict=True)):
         if h is None or keeper == 0:
             continue
         if keeper != doc_id_hash or h in seen:
-            lost.append(span)
+            duplicates.append(i)
         seen.add(h)
-    return lost
+    # Blocks are apart by blank lines already: each is judged alone.
+    runs = _adjacent_runs(duplicates, join=not hard_wrapped)
+    return [
+        spans[i] for run in runs if _long_enough([paragraphs[i] for i in run], cfg) for i in run
+    ]
 
 
-def _without_repeated(text: str, doc_id_hash: int, repeated: RepeatedParagraphs) -> tuple[str, int]:
-    lost = duplicate_paragraph_spans(text, doc_id_hash, repeated)
+def _adjacent_runs(indices: list[int], join: bool) -> list[list[int]]:
+    """Sorted paragraph numbers in runs of consecutive ones (join), or each alone."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if join and runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def _long_enough(paragraphs: list[str], cfg: DedupConfig) -> bool:
+    """Whether a run is boilerplate-sized: words as the clean stage counts them (a letter of
+    Chinese or Thai is one), characters without the indentation and the line breaks between."""
+    words = sum(count_words(p) for p in paragraphs)
+    chars = sum(len(p.strip()) for p in paragraphs)
+    return words >= cfg.paragraph_min_words and chars >= cfg.paragraph_min_chars
+
+
+def _without_repeated(
+    text: str, doc_id_hash: int, repeated: RepeatedParagraphs, cfg: DedupConfig, hard_wrapped: bool
+) -> tuple[str, int]:
+    lost = duplicate_paragraph_spans(text, doc_id_hash, repeated, cfg, hard_wrapped)
     if not lost:
         return text, 0
     pieces, start = [], 0
@@ -667,7 +790,7 @@ CLUSTERS_FILE = "_clusters/clusters.parquet"  # "_": not one of the kept documen
 # What the signatures depend on: a change elsewhere (e.g. paragraph_min_docs) reuses them.
 SIGNATURE_SETTINGS = (
     *("exact_include_url", "near", "ngram", "bands", "rows", "lsh_threshold", "num_perm"),
-    *("seed", "paragraphs"),
+    *("seed", "paragraphs", "hard_wrapped_kinds"),
 )
 
 

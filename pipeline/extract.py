@@ -71,8 +71,9 @@ from pipeline.warc import (
 from pipeline.workspace import Workspace
 
 NAME = "extract"
-# What the output depends on besides the config: this module, and the libraries that parse.
-CODE_VERSION = f"7+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
+# What the output depends on besides the config: this module, pipeline/gutenberg.py (books)
+# and the libraries that parse.
+CODE_VERSION = f"8+trafilatura{version('trafilatura')}+warcio{version('warcio')}"
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 TEXT_TYPES = {"text/plain"}

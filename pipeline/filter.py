@@ -11,7 +11,9 @@ is that score's value (`mean_word_length=2.13`, `detected=fr`). A filter whose `
 holds the document's source kind passes it unscored; `ignore_rules` lists, per source kind,
 rules that do not drop (by default books may exceed Gopher's 100,000 words and contain "{").
 Books are hard-wrapped: their line rules read paragraphs (`hard_wrapped_kinds`, see
-pipeline/filters/base.py). Tallies: `<filter>_scored` and `<filter>_skipped`.
+pipeline/filters/base.py). Tallies: `<filter>_scored` and `<filter>_skipped`. Filters leave the
+text as it is, except C4 with `compat: datatrove`, which keeps only the lines it counted, as
+datatrove's C4QualityFilter does (`Filter.rewrite`): the later steps read that text.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ def prepare(cfg: FilterConfig) -> DocumentFn:
             keep, rule = step.keep(scores, ignore_rules.get(kind, nothing))
             if not keep:
                 return f"{step.name}:{rule}", f"{rule}={_show(scores[rule])}"
+            text = step.rewrite(doc)
+            if text is not None:
+                row["text"] = text
+                doc = Document(row, hard_wrapped=doc.hard_wrapped)  # its views were of the old text
         return None
 
     return filter_document

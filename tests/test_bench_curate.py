@@ -77,6 +77,48 @@ def test_pair_scores_count_pairs_within_survivors():
     assert curate.pair_scores(clusters, {"a", "a~copy1", "b"}, duplicates)["precision"] == 1.0
 
 
+def test_filter_agreement_compares_first_dropping_steps():
+    ids = ["kept", "both_c4", "ours_gopher", "theirs_fineweb", "lang_vs_c4"]
+    ours = {
+        "both_c4": "c4_quality:sentences",
+        "ours_gopher": "gopher_quality:alpha_words_ratio",
+        "lang_vs_c4": "language:score",
+    }
+    theirs = {
+        "both_c4": "c4_quality:too_few_sentences",
+        "theirs_fineweb": "fineweb_quality:char_dup_ratio",
+        "lang_vs_c4": "c4_quality:too_few_sentences",
+    }
+    found = curate.filter_agreement(ids, ours, theirs)
+    # alike: kept (both keep), both_c4 and lang_vs_c4 (both drop, at different steps)
+    assert found["filter_agreement"] == 0.6
+    by_step = found["filter_agreement_by_step"]
+    assert by_step["language"] == {"agreement": 0.8, "documents": 5}
+    # gopher_quality: reached in both by all but lang_vs_c4; ours_gopher differs there
+    assert by_step["gopher_quality"] == {"agreement": 0.75, "documents": 4}
+    assert by_step["c4_quality"] == {"agreement": 1.0, "documents": 3}
+    assert by_step["fineweb_quality"] == {"agreement": 0.5, "documents": 2}
+    assert found["filter_disagreements"] == {
+        "gopher_quality:alpha_words_ratio / kept": 1,
+        "kept / fineweb_quality:char_dup_ratio": 1,
+        "language:score / c4_quality:too_few_sentences": 1,
+    }
+
+
+def test_run_config_reproduces_datatrove_or_keeps_our_defaults(tmp_path: Path):
+    from pipeline.config import load_config
+
+    probe = curate.Corpus(tmp_path / "corpus", [], 0, {}, {})
+    compatible = load_config(curate.write_run_config(tmp_path, probe, "datatrove")).filter
+    assert compatible.hard_wrapped_kinds == []
+    for step in curate.FILTER_STEPS:
+        section = getattr(compatible, step)
+        assert section.compat == "datatrove" and section.ignore_rules == {}
+    ours = load_config(curate.write_run_config(tmp_path, probe, "textmill")).filter
+    assert ours.fineweb_quality.compat == "textmill" and ours.hard_wrapped_kinds == ["book"]
+    assert ours.language.languages == compatible.language.languages == ["en"]
+
+
 def _pool() -> list[curate.Original]:
     found = [
         *(c for doc in curate.jsonl_documents(SHARED_DATA) for c in curate.chunked(doc, "\n")),
@@ -140,3 +182,7 @@ def test_datatrove_side_filters_and_finds_the_duplicates(tmp_path: Path):
     # the truth's whitespace words do: it misses more pairs than our side (0.78 on 20,000)
     assert scores["precision"] > 0.5 and scores["recall"] > 0.3
     assert outcome["versions"]["datatrove"]
+    # each document a filter dropped, with the step that dropped it and datatrove's reason
+    dropped = outcome["decisions"]
+    assert len(dropped) == corpus.docs - len(outcome["survivors"])
+    assert {reason.split(":")[0] for reason in dropped.values()} <= set(curate.FILTER_STEPS)

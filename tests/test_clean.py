@@ -302,3 +302,28 @@ def test_multi_megabyte_text_is_cleaned_in_bounded_time():
     assert counts["lines_dropped_boilerplate"] == repeats
     assert counts["mojibake_fixed"] == 1
     assert row["text"].startswith("déjà vu\n") and "Share this" not in row["text"]
+
+
+@needs_shared_data
+def test_a_books_transcribers_note_survives_clean_and_its_license_does_not():
+    raw = (SHARED_DATA / "gutenberg" / "books" / "24675-8.txt").read_bytes().decode("latin-1")
+    row, decision, counts = clean(raw, kind="book")
+    text = row["text"]
+    assert decision is None and counts["gutenberg_stripped"] == 1
+    assert text.startswith("ELK DEEL IS AFZONDERLIJK VERKRIJGBAAR")
+    assert "Transcriber's Notes\n\n- The errata listed" in text  # not a bare heading
+    assert "standard Project\nGutenberg practice" in text
+    assert "License" not in text and "*** END OF" not in text
+
+
+def test_a_legacy_small_print_header_is_removed_from_a_book():
+    header = (
+        "**The Project Gutenberg Etext of A Book**\n\n"
+        "*****These Etexts Were Prepared By Thousands of Volunteers!*****\n\n"
+        "**END THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.02/11/02*END*\n\n"
+    )
+    body = "CHAPTER I\n\nIt was a dark night, and the river ran on."
+    row, decision, counts = clean(
+        f"{header}{body}\n\nEnd of this Project Gutenberg etext\n", kind="book"
+    )
+    assert decision is None and row["text"] == body and counts["gutenberg_stripped"] == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import gutenberg
 from pipeline.config import ConfigError, load_config
 from pipeline.datasets import Dataset
 from pipeline.dedup import CLUSTERS_FILE
@@ -16,6 +17,7 @@ from pipeline.runner import make_map
 from pipeline.stage import run
 from pipeline.stages import STAGES, all_statuses, curate_order
 from pipeline.workspace import Workspace
+from tests.conftest import SHARED_DATA, needs_shared_data
 
 ARTICLES = [
     """The old lighthouse on the northern cape was built in 1872, when ships carrying timber and
@@ -273,3 +275,38 @@ def test_a_new_generation_costs_only_its_own_documents_and_never_readmits_a_dupl
 def test_a_jaccard_threshold_instead_of_bands_and_rows(tmp_path):
     results, _ = _run_all(_config(tmp_path, dedup={"lsh_threshold": 0.8}))
     assert results["dedup"]["dropped"] == {"exact_duplicate": 1, "near_duplicate": 1}
+
+
+@needs_shared_data
+def test_dedup_keeps_the_stripped_edition_of_a_book_and_says_why(tmp_path):
+    """Two web copies of Alice in Wonderland: one as Project Gutenberg ships it (header and
+    license, which clean leaves on a web page), one stripped. The stripped one stays though the
+    other is longer and first by id, and clusters.parquet says why."""
+    raw = gutenberg.read_book_file(SHARED_DATA / "gutenberg" / "books" / "11.txt")
+    stripped, found = gutenberg.strip_boilerplate(raw)
+    assert found == "markers"
+    rows = [
+        {"id": "a-mirror", "text": raw, "url": "https://mirror.example.net/11.txt"},
+        {"id": "b-stripped", "text": stripped, "url": "https://example.org/alice"},
+    ]
+    documents = tmp_path / "editions.jsonl"
+    documents.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "workspace": str(tmp_path / "workspace"),
+                "sources": [{"name": "mirrors", "kind": "web", "documents": [str(documents)]}],
+                "runner": {"task_runner": "serial", "workers": 1},
+            }
+        )
+    )
+    _, ws = _run_all(config)
+    dedup = Dataset.current(ws, "dedup")
+    assert dedup.read(["id"])["id"].to_pylist() == ["b-stripped"]
+    assert dedup.read(["id"], rejected=True)["id"].to_pylist() == ["a-mirror"]
+    clusters = ws.storage.read_parquet(f"{dedup.dir}/{CLUSTERS_FILE}").to_pylist()
+    assert {(r["id"], r["kept"], r["kept_by"]) for r in clusters} == {
+        ("b-stripped", True, "boilerplate_removed"),
+        ("a-mirror", False, "boilerplate_removed"),
+    }

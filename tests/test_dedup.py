@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,14 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 from datasketch import MinHash, MinHashLSH
 
-from pipeline import dedup
-from pipeline.config import DedupConfig, ExtractConfig
+from pipeline import clean, dedup, gutenberg
+from pipeline.config import CleanConfig, DedupConfig, ExtractConfig
 from pipeline.extract import extract_html
 from pipeline.schema import DOCUMENT_SCHEMA, documents_table
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 DOORWAY = SHARED_DATA / "near-duplicates" / "heizung-defekt-doorway-pages"
 DOLMA = SHARED_DATA / "near-duplicates" / "dolma-dedup-fixture"
+BOOKS = SHARED_DATA / "gutenberg" / "books"
 
 PROSE_TEXT = (
     "The river rose slowly through the night while the village slept, and by morning the "
@@ -130,28 +132,52 @@ def test_exact_dedup_alone_finds_the_74_identical_texts(doorway, tmp_path):
     assert with_url.num_rows == 0  # every page has its own URL
 
 
+@needs_shared_data
+def test_paragraph_dedup_still_removes_the_doorway_templates(doorway, tmp_path):
+    """Paragraph dedup alone over the doorway pages: the template's text recurs on every page,
+    in runs long enough to go; the size rule spares less than 2% of what removing every
+    recurring line would, and the 74 pages identical to another are emptied."""
+    docs, _ = doorway
+    alone = {"near": False, "exact": False}
+    _, _, rejected, counts = run_dedup([docs], DedupConfig(**alone), tmp_path)
+    every_line = DedupConfig(**alone, paragraph_min_words=0, paragraph_min_chars=0)
+    _, _, _, unsized = run_dedup([docs], every_line, tmp_path / "every")
+    assert counts["paragraph_chars_removed"] >= 0.98 * unsized["paragraph_chars_removed"]
+    assert unsized["paragraph_chars_removed"] > 0.8 * sum(map(len, docs["text"].to_pylist()))
+    assert Counter(r["reason"] for r in rejected) == {"empty_after_paragraph_dedup": 74}
+
+
 # ----- Dolma's paragraph dedup fixture -----
 
 
-@needs_shared_data
-def test_paragraph_dedup_reproduces_dolmas_spans(tmp_path):
+def dolma_documents() -> tuple[list[dict], dict[str, list[tuple[int, int]]]]:
+    """Dolma's fixture documents and the spans its paragraph dedup removes from each."""
     with gzip.open(DOLMA / "documents.jsonl.gz", "rt") as fh:
         documents = [json.loads(line) for line in fh]
     with gzip.open(DOLMA / "expected" / "dedupe-paragraphs.jsonl.gz", "rt") as fh:
         expected = {
             d["id"]: d["attributes"]["bff_duplicate_paragraph_spans"] for d in map(json.loads, fh)
         }
+    # Dolma's last span ends at its character count, or past it when the text has multi-byte
+    # characters (it compares characters with the UTF-8 length): clip it.
+    text = {d["id"]: d["text"] for d in documents}
+    spans = {i: [(s, min(e, len(text[i]))) for s, e, _ in found] for i, found in expected.items()}
+    return documents, spans
+
+
+@needs_shared_data
+def test_paragraph_dedup_reproduces_dolmas_spans(tmp_path):
+    documents, expected = dolma_documents()
     docs = docs_table([{"id": d["id"], "text": d["text"]} for d in documents])
     cfg = DedupConfig(near=False, exact=False)
     clusters, kept, rejected, counts = run_dedup([docs], cfg, tmp_path)
     signatures = [str(tmp_path / "signatures-0.parquet")]
     repeated = dedup.repeated_paragraphs(signatures, cfg, clusters)
     for doc in documents:
-        spans = dedup.duplicate_paragraph_spans(doc["text"], dedup.id_hash(doc["id"]), repeated)
-        # Dolma's last span ends at its character count, or past it when the text has
-        # multi-byte characters (it compares characters with the UTF-8 length): clip it.
-        want = [(start, min(end, len(doc["text"]))) for start, end, _ in expected[doc["id"]]]
-        assert spans == want, doc["id"]
+        spans = dedup.duplicate_paragraph_spans(
+            doc["text"], dedup.id_hash(doc["id"]), repeated, cfg
+        )
+        assert spans == expected[doc["id"]], doc["id"]
     assert counts["paragraphs_removed"] == 43 and not rejected
     text = {row["id"]: row["text"] for row in kept[0].to_pylist()}
     first, second = (d["id"] for d in documents[:2])
@@ -159,13 +185,16 @@ def test_paragraph_dedup_reproduces_dolmas_spans(tmp_path):
     assert "PPAA Home" not in text[second] and "Tag Archives: good cholesterol" in text[second]
 
 
+FOOTER = "Home\nAbout us\nContact\nCookie settings\nPrivacy policy\nTerms of use\nSitemap"
+
+
 def test_a_document_made_only_of_recurring_paragraphs_is_rejected(tmp_path):
-    footer = "Home\nAbout us\nContact\nCookie settings"
+    footer = FOOTER  # 12 words, 71 characters: a run long enough to be boilerplate
     docs = docs_table(
         [
             {"id": "a", "text": " ".join(PROSE[:45]) + "\n" + footer},
             {"id": "b", "text": " ".join(PROSE[20:]) + "\n" + footer},
-            {"id": "c", "text": footer + "\n\nContact"},
+            {"id": "c", "text": footer + "\n" + footer},
         ]
     )
     _, kept, rejected, counts = run_dedup([docs], DedupConfig(), tmp_path)
@@ -173,8 +202,8 @@ def test_a_document_made_only_of_recurring_paragraphs_is_rejected(tmp_path):
     assert text["a"].endswith(footer)  # longest first: "a" keeps the footer
     assert text["b"] == " ".join(PROSE[20:])
     assert [(r["id"], r["reason"]) for r in rejected] == [("c", "empty_after_paragraph_dedup")]
-    assert rejected[0]["text"] == footer + "\n\nContact"  # nothing lost
-    assert counts["paragraphs_removed"] == 4 + 5
+    assert rejected[0]["text"] == footer + "\n" + footer  # nothing lost
+    assert counts["paragraphs_removed"] == 7 + 14
     few = DedupConfig(paragraph_min_docs=4)
     _, kept, rejected, _ = run_dedup([docs], few, tmp_path / "few")
     assert not rejected and kept[0].num_rows == 3
@@ -213,6 +242,138 @@ def test_keep_rule_generation_then_source_then_length_then_id(tmp_path):
             .sort_by("id")
             .to_pylist()
         )
+
+
+def test_kept_by_names_the_rule_that_decided_each_row(tmp_path):
+    text = " ".join(PROSE)
+    old, new = "20260101T000000Z", "20260301T000000Z"
+    rows = [
+        {"id": "a", "text": text, "generation": old},
+        {"id": "b", "text": text, "generation": old},  # loses to "a" on its id
+        {"id": "c", "text": text, "generation": new},
+        {"id": "d", "text": text + " Yes.", "generation": new, "source_kind": "book"},
+    ]
+    clusters, *_ = run_dedup([docs_table(rows)], DedupConfig(), tmp_path)
+    by = {row["id"]: (row["kept"], row["kept_by"]) for row in clusters.to_pylist()}
+    assert by == {
+        "a": (True, "smaller_id"),  # against the runner-up, "b"
+        "b": (False, "smaller_id"),
+        "c": (False, "generation"),
+        "d": (False, "generation"),  # the recrawl's book does not replace the page
+    }
+    clusters, *_ = run_dedup([docs_table(rows[2:])], DedupConfig(), tmp_path / "new")
+    assert {r["id"]: r["kept_by"] for r in clusters.to_pylist()} == {
+        "c": "source_priority",
+        "d": "source_priority",
+    }
+
+
+def book_editions() -> tuple[str, str]:
+    """Alice in Wonderland as Project Gutenberg ships it, and as the clean stage strips it."""
+    raw = gutenberg.read_book_file(BOOKS / "11.txt").replace("\r\n", "\n")
+    stripped, found = gutenberg.strip_boilerplate(raw)
+    assert found == "markers"
+    return raw, stripped
+
+
+@needs_shared_data
+def test_the_stripped_edition_of_a_book_is_kept_not_the_one_with_its_boilerplate(tmp_path):
+    raw, stripped = book_editions()
+    rows = [  # the unstripped edition is longer and has the smaller id: it won before
+        {"id": "a-mirror", "text": raw, "source_kind": "web"},
+        {"id": "b-stripped", "text": stripped, "source_kind": "web"},
+    ]
+    table = dedup.signature_table(docs_table(rows), DedupConfig())
+    assert table["boilerplate"].to_pylist() == [True, False]
+    assert table["stripped_length"].to_pylist() == [len(stripped), len(stripped)]
+    clusters, kept, rejected, _ = run_dedup([docs_table(rows)], DedupConfig(), tmp_path)
+    assert kept[0]["id"].to_pylist() == ["b-stripped"]
+    assert [(r["id"], r["reason"]) for r in rejected] == [("a-mirror", "near_duplicate")]
+    assert set(clusters["kept_by"].to_pylist()) == {"boilerplate_removed"}
+    # Both with boilerplate left: the longer book wins, not the longer boilerplate.
+    header = raw[: raw.index(stripped[:60])]
+    footer = raw[raw.index(stripped[-60:]) + 60 :]
+    padded = header + stripped[: -len(stripped) // 20] + footer + footer  # less book, more license
+    assert len(padded) > len(raw)
+    rows = [
+        {"id": "a-padded", "text": padded, "source_kind": "web"},
+        {"id": "b-whole", "text": raw, "source_kind": "web"},
+    ]
+    clusters, kept, *_ = run_dedup([docs_table(rows)], DedupConfig(), tmp_path / "both")
+    assert kept[0]["id"].to_pylist() == ["b-whole"]
+    assert set(clusters["kept_by"].to_pylist()) == {"longer_stripped_text"}
+
+
+def book_lines(raw: str) -> list[str]:
+    """The non-blank lines of a book's own text: between Project Gutenberg's start and end
+    markers, found here independently of pipeline/gutenberg.py."""
+    lines = raw.replace("\r\n", "\n").split("\n")
+    start = re.compile(r"^\s*\*{3}\s*START OF (THE|THIS) PROJECT|\*END\*.*SMALL PRINT", re.I)
+    end = re.compile(
+        r"^\s*\*{3}\s*END OF (THE|THIS) PROJECT|^\s*End of (the )?Project Gutenb", re.I
+    )
+    first = next(i for i, line in enumerate(lines) if start.search(line)) + 1
+    last = next(i for i in range(first, len(lines)) if end.search(lines[i]))
+    return [" ".join(line.split()) for line in lines[first:last] if line.strip()]
+
+
+@needs_shared_data
+def test_paragraph_dedup_removes_no_line_of_ten_real_books_and_still_dolmas_spans(tmp_path):
+    """The ten Gutenberg books through clean, then dedup with paragraphs on, beside Dolma's web
+    pages: the books share chapter numerals, "* * * * *", "[Illustration]", "Yes." and sentence
+    tails wrapped onto a line of their own, which line-based paragraph dedup removed (294
+    lines); none is removed now, and the web pages still lose their site boilerplate."""
+    cleaner = clean.prepare(CleanConfig())
+    books = []
+    for path in sorted(BOOKS.glob("*.txt")):
+        row = {"id": path.stem, "text": gutenberg.read_book_file(path), "source_kind": "book"}
+        assert cleaner(row, Counter()) is None
+        books.append(row)
+    documents, expected = dolma_documents()
+    pages = [{"id": d["id"], "text": d["text"]} for d in documents]
+    cfg = DedupConfig()
+    _, kept, rejected, counts = run_dedup([docs_table(books), docs_table(pages)], cfg, tmp_path)
+    assert not rejected
+    after = {row["id"]: row["text"] for part in kept for row in part.to_pylist()}
+    for book in books:
+        own = book_lines(gutenberg.read_book_file(BOOKS / f"{book['id']}.txt"))
+        cleaned = Counter(" ".join(line.split()) for line in book["text"].split("\n"))
+        cleaned &= Counter(own)  # lines compared as clean leaves them: one space between words
+        assert cleaned.total() >= 0.98 * len(own), book["id"]  # clean keeps the book's text
+        deduped = Counter(" ".join(line.split()) for line in after[book["id"]].split("\n"))
+        assert not cleaned - deduped, book["id"]  # no book line removed by dedup
+    for doc in documents:  # the web pages lose exactly Dolma's spans
+        pieces, start = [], 0
+        for s, e in expected[doc["id"]]:
+            pieces.append(doc["text"][start:s])
+            start = e
+        assert after[doc["id"]] == ("".join(pieces) + doc["text"][start:]).rstrip("\n")
+    assert counts["paragraphs_removed"] == 43
+
+
+def test_short_recurring_lines_stay_and_long_runs_go(tmp_path):
+    """A short line that recurs on its own is language; the same line in a long enough run of
+    recurring lines (a footer) is boilerplate. A book's blocks are judged one by one, so short
+    blocks that two books share stay even where they stand together."""
+    prose = [" ".join(PROSE[i : i + 12]) for i in range(0, 48, 12)]
+    shared = ["CHAPTER I.", "* * * * *", "[Illustration]", '"Yes."', '"What do you mean?"']
+    shared += ["CHAPTER II.", "THE END"]  # 17 words, 76 characters, 7 blocks of at most 19
+    rows = [
+        {"id": "a", "text": "\n".join([prose[0], "Yes.", prose[1], FOOTER])},
+        {"id": "b", "text": "\n".join([prose[2], "Yes.", prose[3], FOOTER])},
+        {"id": "c", "text": "\n\n".join([PROSE_TEXT, *shared]), "source_kind": "book"},
+        {"id": "d", "text": "\n\n".join(["Call me Ishmael.", *shared]), "source_kind": "book"},
+    ]
+    _, kept, _, counts = run_dedup([docs_table(rows)], DedupConfig(), tmp_path)
+    text = {row["id"]: row["text"] for row in kept[0].to_pylist()}
+    assert text["b"] == "\n".join([prose[2], "Yes.", prose[3]])  # the footer went, "Yes." stays
+    assert text["c"] == rows[2]["text"] and text["d"] == rows[3]["text"]
+    assert counts["paragraphs_removed"] == 7
+    small = DedupConfig(paragraph_min_words=0, paragraph_min_chars=0)
+    _, kept, _, _ = run_dedup([docs_table(rows)], small, tmp_path / "small")
+    text = {row["id"]: row["text"] for row in kept[0].to_pylist()}
+    assert text["b"] == "\n".join([prose[2], prose[3]])
+    assert text["d"] == "Call me Ishmael."  # the longer book, "c", keeps the shared blocks
 
 
 # ----- signatures and edge cases -----
@@ -256,8 +417,10 @@ def test_empty_and_one_word_documents(tmp_path):
     )
     clusters, kept, rejected, _ = run_dedup([docs], DedupConfig(), tmp_path)
     assert clusters.sort_by("id").to_pylist() == [
-        {"id": "w1", "cluster": "w1", "kept": True, "kind": None, "similarity": 1.0},
-        {"id": "w2", "cluster": "w1", "kept": False, "kind": "exact", "similarity": 1.0},
+        {"id": "w1", "cluster": "w1", "kept": True, "kind": None, "similarity": 1.0}
+        | {"kept_by": "longer_stripped_text"},
+        {"id": "w2", "cluster": "w1", "kept": False, "kind": "exact", "similarity": 1.0}
+        | {"kept_by": "longer_stripped_text"},
     ]  # empty texts are no one's duplicates; "Hello!" and "hello" normalize alike
     assert sorted(kept[0]["id"].to_pylist()) == ["e1", "e2", "w1", "w3"]
     assert [(r["id"], r["reason"], r["detail"]) for r in rejected] == [

@@ -469,3 +469,104 @@ def test_quality_classifier_needs_both_classes(tmp_path):
         train_quality_classifier(["good text"], [""], tmp_path)
     with pytest.raises(ConfigError, match="train-quality-classifier"):
         load_classifier(tmp_path / "none.bin")
+
+
+# ----- datatrove's decisions, one setting away (`compat: datatrove`) -----
+
+
+def datatrove_compatible(*steps: str) -> dict:
+    """The filter config that reproduces datatrove 0.10's decisions for these steps."""
+    sections = {step: {"compat": "datatrove", "ignore_rules": {}} for step in steps}
+    return {"steps": list(steps), "hard_wrapped_kinds": [], **sections}
+
+
+def test_datatrove_tokens_cut_as_spacy_cuts_english():
+    text = "\"Hello,\" said _Tom_. Don't go--'tis well-known... Mr. Smith's 1,000 cars?!"
+    assert Document({"text": text}).datatrove_tokens == [
+        *['"', "Hello", ",", '"', "said", "_", "Tom", "_", ".", "Do", "n't", "go--'tis"],
+        *["well", "-", "known", "...", "Mr.", "Smith", "'s", "1,000", "cars", "?", "!"],
+    ]
+
+
+def test_gopher_alpha_words_whitespace_words_by_default_tokens_with_datatrove():
+    # every whitespace word has a letter; 6 of 18 tokens are punctuation
+    text = "Well, the cat, the dog, and the bird sat, ate, and slept. " * 6
+    verdict, row, _ = run_filters(text, steps=["gopher_quality"])
+    assert verdict is None and row["gopher_quality_alpha_words_ratio"] == 1.0
+    verdict, row, _ = run_filters(text, **datatrove_compatible("gopher_quality"))
+    assert verdict[0] == "gopher_quality:alpha_words_ratio"
+    assert row["gopher_quality_alpha_words_ratio"] == pytest.approx(12 / 18)
+
+
+def test_gopher_stop_words_counted_by_default_distinct_with_datatrove():
+    text = "the quick brown fox jumps over lazy dogs near quiet rivers " * 6  # "the" only
+    verdict, row, _ = run_filters(text, steps=["gopher_quality"])
+    assert verdict is None and row["gopher_quality_stop_words"] == 6
+    verdict, row, _ = run_filters(text, **datatrove_compatible("gopher_quality"))
+    assert verdict[0] == "gopher_quality:stop_words" and row["gopher_quality_stop_words"] == 1
+
+
+LONG_LINE = "The committee met on day {} to discuss the plans for the new library by the river"
+
+
+def test_fineweb_blank_lines_are_lines_by_default_not_with_datatrove():
+    # per section: a heading, a blank line, a sentence: 2 of 3 lines short, 4 of 5 with blanks
+    text = "\n".join(f"Part {i}\n\nNote {i}\n\n{LONG_LINE.format(i)}." for i in range(8))
+    verdict, row, _ = run_filters(text, steps=["fineweb_quality"])
+    assert verdict[0] == "fineweb_quality:short_line_ratio"
+    assert row["fineweb_quality_short_line_ratio"] == pytest.approx(4 / 5)
+    verdict, row, _ = run_filters(text, **datatrove_compatible("fineweb_quality"))
+    assert verdict is None and row["fineweb_quality_short_line_ratio"] == pytest.approx(2 / 3)
+
+
+def test_fineweb_quotes_end_lines_by_default_not_with_datatrove():
+    text = "\n".join(f'He said: "{LONG_LINE.format(i)}."' for i in range(10))
+    assert run_filters(text, steps=["fineweb_quality"])[0] is None
+    verdict, row, _ = run_filters(text, **datatrove_compatible("fineweb_quality"))
+    assert verdict[0] == "fineweb_quality:line_punct_ratio"
+    assert row["fineweb_quality_line_punct_ratio"] == 0
+
+
+def test_fineweb_threshold_drops_by_default_passes_with_datatrove():
+    # exactly 12% of lines (3 of 25) end in punctuation: the paper's code drops, datatrove keeps
+    text = "\n".join(LONG_LINE.format(i) + ("." if i < 3 else "") for i in range(25))
+    verdict, row, _ = run_filters(text, steps=["fineweb_quality"])
+    assert verdict[0] == "fineweb_quality:line_punct_ratio"
+    assert row["fineweb_quality_line_punct_ratio"] == 0.12
+    assert run_filters(text, **datatrove_compatible("fineweb_quality"))[0] is None
+
+
+def test_c4_rewrites_the_text_with_datatrove_so_fineweb_sees_no_repeated_menu():
+    # repeated "Reply" lines: duplicated characters for FineWeb, uncounted lines for C4
+    sentences = [f"{LONG_LINE.format(i)}. It was a long meeting." for i in range(8)]
+    text = "\n".join(line for s in sentences for line in (s, "Reply"))
+    steps = ("c4_quality", "fineweb_quality")
+    verdict, row, _ = run_filters(text, steps=list(steps))
+    assert verdict[0] == "fineweb_quality:char_dup_ratio" and row["text"] == text
+    verdict, row, _ = run_filters(text, **datatrove_compatible(*steps))
+    assert verdict is None
+    assert row["text"] == "\n".join(sentences)  # the text C4 counted, as datatrove writes it
+    assert row["fineweb_quality_char_dup_ratio"] == 0
+
+
+def test_c4_sentences_regex_by_default_spacy_sentencizer_with_datatrove():
+    text = "Mr. Smith met Dr. Jones at the bank and they spoke about the loan."
+    _, row, _ = run_filters(text, steps=["c4_quality"])
+    assert row["c4_quality_sentences"] == 3  # the regex ends a sentence at "Mr." and "Dr."
+    _, row, _ = run_filters(text, **datatrove_compatible("c4_quality"))
+    assert row["c4_quality_sentences"] == 1
+
+
+def test_language_threshold_passes_by_default_not_with_datatrove():
+    at_threshold = {"detected": "en", "score": 0.65}
+    assert FILTERS["language"](FilterConfig().language).keep(at_threshold) == (True, None)
+    datatrove = FilterConfig(language={"compat": "datatrove"}).language
+    assert FILTERS["language"](datatrove).keep(at_threshold) == (False, "score")
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS.values(), ids=EDGE_TEXTS.keys())
+def test_every_step_scores_edge_cases_with_datatrove_settings(text):
+    steps = ("language", "gopher_quality", "gopher_repetition", "c4_quality", "fineweb_quality")
+    verdict, row, _ = run_filters(text, **datatrove_compatible(*steps))
+    assert verdict is None or verdict[0].split(":")[0] in steps
+    assert all(v == v for v in row.values() if isinstance(v, float))  # no NaN

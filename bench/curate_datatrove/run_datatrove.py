@@ -6,7 +6,10 @@ Steps, in order (bench/curate.py times each process end to end):
   place-lid   put a fastText lid.176 model where datatrove's LanguageFilter looks for it
               (HF_HOME's asset cache), so it never downloads lid.176.bin; not timed
   filter      JsonlReader -> LanguageFilter(en, 0.65) -> GopherQualityFilter ->
-              GopherRepetitionFilter -> C4QualityFilter -> FineWebQualityFilter -> JsonlWriter
+              GopherRepetitionFilter -> C4QualityFilter -> FineWebQualityFilter -> JsonlWriter;
+              each filter writes the documents it drops (with datatrove's `filter_reason` in
+              their metadata) to `excluded/<step>/`, the step named as textmill names it, so
+              that bench/curate.py can compare both tools' decisions document by document
   signatures  MinHash stage 1 (MinhashDedupSignature) over the filtered documents
   buckets     MinHash stage 2 (MinhashDedupBuckets), one task per bucket
   cluster     MinHash stage 3 (MinhashDedupCluster), saving cluster ids
@@ -82,16 +85,22 @@ def run_step(step: str, corpus: Path, work: Path, tasks: int, workers: int) -> N
 
     config = minhash_config()
     filtered = str(work / "filtered")
+
+    def dropped(step: str) -> JsonlWriter:
+        return JsonlWriter(str(work / "excluded" / step))
+
     minhash = work / "minhash"
     pipelines = {
         "filter": (
             [
                 JsonlReader(str(corpus), glob_pattern="*.jsonl.gz"),
-                LanguageFilter(languages=["en"], language_threshold=0.65),
-                GopherQualityFilter(),
-                GopherRepetitionFilter(),
-                C4QualityFilter(),
-                FineWebQualityFilter(),
+                LanguageFilter(
+                    languages=["en"], language_threshold=0.65, exclusion_writer=dropped("language")
+                ),
+                GopherQualityFilter(exclusion_writer=dropped("gopher_quality")),
+                GopherRepetitionFilter(exclusion_writer=dropped("gopher_repetition")),
+                C4QualityFilter(exclusion_writer=dropped("c4_quality")),
+                FineWebQualityFilter(exclusion_writer=dropped("fineweb_quality")),
                 JsonlWriter(filtered),
             ],
             tasks,

@@ -7,7 +7,14 @@ from __future__ import annotations
 import re
 
 from pipeline.config import FilterConfig
-from pipeline.filters.base import Document, Filter, Score, below, first_failure
+from pipeline.filters.base import (
+    Document,
+    Filter,
+    Score,
+    below,
+    datatrove_sentences,
+    first_failure,
+)
 
 _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 _TERMINAL = (".", "?", "!", '"', "'")
@@ -30,22 +37,50 @@ class C4Quality(Filter):
     phrase. Defaults (the paper and datatrove): drop a page with fewer than 5 sentences in
     counted lines, or with "lorem ipsum" or "{" in a line that reached those checks.
 
-    Unlike datatrove, the text is not rewritten here: removing boilerplate lines is the clean
-    stage's work, and the filter stage only scores and drops. Sentences are counted with a regex
-    (ends . ! ? before a space), not NLTK/spaCy: at least one per counted line. For hard-wrapped
-    books a line is a paragraph."""
+    By default, unlike datatrove, the text is not rewritten here: removing boilerplate lines is
+    the clean stage's work, and the filter stage only scores and drops. Sentences are counted
+    with a regex (ends . ! ? before a space), not NLTK/spaCy: at least one per counted line. For
+    hard-wrapped books a line is a paragraph.
+
+    `compat: datatrove` decides as datatrove 0.10's C4QualityFilter: lines are split at every
+    line boundary (`str.splitlines`), and a kept document's text becomes its counted lines
+    (joined with line breaks), which is the text the later steps read and the stage writes.
+    A line's sentences are counted as datatrove counts them, with spaCy's sentencizer
+    (`datatrove_sentences`, which does not end a sentence at "Mr." or "e.g.")."""
 
     name = "c4_quality"
     scores = ("sentences", "lorem_ipsum", "curly_bracket")
 
     def __init__(self, cfg: FilterConfig.C4Quality):
         self.cfg = cfg
+        # the last document scored and its counted lines: `rewrite` follows `score` on it
+        self._last: tuple[Document, list[str]] | None = None
 
     def score(self, doc: Document) -> dict[str, Score]:
+        counted, sentences, lorem_ipsum, curly_bracket = self._counted_lines(doc)
+        self._last = (doc, counted) if self.cfg.compat == "datatrove" else None
+        return {
+            "sentences": float(sentences),
+            "lorem_ipsum": float(lorem_ipsum),
+            "curly_bracket": float(curly_bracket),
+        }
+
+    def rewrite(self, doc: Document) -> str | None:
+        if self.cfg.compat != "datatrove":
+            return None
+        last = self._last
+        counted = last[1] if last and last[0] is doc else self._counted_lines(doc)[0]
+        return "\n".join(counted).strip()
+
+    def _counted_lines(self, doc: Document) -> tuple[list[str], int, bool, bool]:
+        """(the lines that count, their sentences, "lorem ipsum" seen, "{" seen), the lines
+        stripped and without citations."""
         cfg = self.cfg
+        lines = doc.line_text.splitlines() if cfg.compat == "datatrove" else doc.lines
+        counted: list[str] = []
         sentences = 0
         lorem_ipsum = curly_bracket = False
-        for line in doc.lines:
+        for line in lines:
             line = line.strip()
             if not line:
                 continue
@@ -65,12 +100,12 @@ class C4Quality(Filter):
             curly_bracket = curly_bracket or "{" in line
             if cfg.policy and any(p in lower for p in _POLICY):
                 continue
-            sentences += len(_SENTENCE_END.findall(line)) or 1
-        return {
-            "sentences": float(sentences),
-            "lorem_ipsum": float(lorem_ipsum),
-            "curly_bracket": float(curly_bracket),
-        }
+            if cfg.compat == "datatrove":
+                sentences += datatrove_sentences(line)
+            else:
+                sentences += len(_SENTENCE_END.findall(line)) or 1
+            counted.append(line)
+        return counted, sentences, lorem_ipsum, curly_bracket
 
     def keep(
         self, scores: dict[str, Score], ignore: frozenset[str] = frozenset()

@@ -26,6 +26,7 @@ _BULLET_LINE = re.compile(r"^[^\S\n]*[•\-]", re.MULTILINE)
 _ELLIPSIS_LINE = re.compile(r"(?:\.\.\.|…)[^\S\n]*$", re.MULTILINE)
 # a whitespace-separated word without a letter: only digits, "_" and symbols
 _NO_LETTER_WORD = re.compile(r"(?<!\S)(?:[^\w\s]|[\d_])+(?!\S)")
+_LETTER = re.compile(r"[^\W\d_]")  # str.isalpha's letters, one of them
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
 
@@ -41,7 +42,15 @@ class GopherQuality(Filter):
     tokens, as datatrove does. The alphabetic-word ratio counts whitespace-separated words, as
     the paper words it: datatrove counts every punctuation token as a word without a letter,
     which drops clean prose (5 of the 20 CCNet head-bucket documents in web-text-cc/ score 0.77
-    to 0.79 that way). For hard-wrapped books the line ratios count paragraphs."""
+    to 0.79 that way; 310 of bench/curate.py's 6,000 documents). The stop-word rule counts
+    occurrences ("the ... the" is 2), as datatrove did before 0.10. For hard-wrapped books the
+    line ratios count paragraphs.
+
+    `compat: datatrove` decides as datatrove 0.10's GopherQualityFilter: the alphabetic-word
+    ratio is tokens with a letter over all tokens (punctuation included), the stop-word rule
+    counts distinct stop words (nearer the paper's "at least two of the following"), and every
+    count is of tokens cut as spaCy's English tokenizer cuts them (`Document.datatrove_tokens`:
+    "do" "n't", each punctuation mark a token)."""
 
     name = "gopher_quality"
     scores = (
@@ -60,15 +69,22 @@ class GopherQuality(Filter):
         self.stop_words = frozenset(cfg.stop_words)
 
     def score(self, doc: Document) -> dict[str, Score]:
-        text, counts = doc.text, doc.token_counts
-        n_tokens = len(doc.tokens)
+        text = doc.text
+        datatrove = self.cfg.compat == "datatrove"
+        counts = doc.datatrove_token_counts if datatrove else doc.token_counts
+        n_tokens = counts.total()
         n_words = word_chars = 0
         for token, count in counts.items():
             if is_word(token):
                 n_words += count
                 word_chars += count * len(token)
-        spaced_words = len(text.split())
-        no_letter = len(_NO_LETTER_WORD.findall(text))
+        if datatrove:
+            alpha_words = ratio(sum(c for t, c in counts.items() if _has_letter(t)), n_tokens)
+            stop_words = sum(1 for w in self.stop_words if w in counts)
+        else:
+            spaced_words = len(text.split())
+            alpha_words = ratio(spaced_words - len(_NO_LETTER_WORD.findall(text)), spaced_words)
+            stop_words = sum(counts[w] for w in self.stop_words)
         n_lines = len(doc.lines)
         return {
             "words": float(n_words),
@@ -77,8 +93,8 @@ class GopherQuality(Filter):
             "ellipsis_ratio": ratio(text.count("...") + text.count("…"), n_tokens),
             "bullet_lines_ratio": ratio(len(_BULLET_LINE.findall(doc.line_text)), n_lines),
             "ellipsis_lines_ratio": ratio(len(_ELLIPSIS_LINE.findall(doc.line_text)), n_lines),
-            "alpha_words_ratio": ratio(spaced_words - no_letter, spaced_words),
-            "stop_words": float(sum(counts[w] for w in self.stop_words)),
+            "alpha_words_ratio": alpha_words,
+            "stop_words": float(stop_words),
         }
 
     def keep(
@@ -110,7 +126,9 @@ class GopherRepetition(Filter):
     characters. Character fractions divide by the length of the text; paragraphs are split at
     blank lines, lines at line breaks (for hard-wrapped books, at paragraphs).
 
-    The same numbers as datatrove's, computed faster (see `_ngram_chars`)."""
+    The same numbers as datatrove's, computed faster (see `_ngram_chars`), over our tokens:
+    `compat: datatrove` changes nothing here (datatrove's spaCy tokens cut punctuation finer,
+    which moved 3 of bench/curate.py's 6,000 documents across a threshold)."""
 
     name = "gopher_repetition"
 
@@ -197,6 +215,10 @@ class GopherRepetition(Filter):
             *((f"dup_{n}_gram", above(s[f"dup_{n}_gram"], t)) for n, t in c.dup_n_grams.items()),
             ignore=ignore,
         )
+
+
+def _has_letter(token: str) -> bool:
+    return token.isalpha() or _LETTER.search(token) is not None
 
 
 def _joined_length(offsets: np.ndarray, at: int, n: int) -> int:

@@ -14,7 +14,8 @@ class Language(Filter):
     probability. Defaults: English only, min_score 0.65 (datatrove's LanguageFilter and DCLM).
     The model reads the whole text with line breaks as spaces, as datatrove's. datatrove keeps a
     document if any allowed language scores over the threshold; for thresholds of 0.5 and more
-    that is the same as the top language, which is all this asks the model for (faster)."""
+    that is the same as the top language, which is all this asks the model for (faster).
+    `compat: datatrove` also drops a score exactly at the threshold (datatrove wants it over)."""
 
     name = "language"
     scores = ("detected", "score")
@@ -34,6 +35,11 @@ class Language(Filter):
     ) -> tuple[bool, str | None]:
         return first_failure(
             ("detected", bool(self.languages) and scores["detected"] not in self.languages),
-            ("score", below(scores["score"], self.cfg.min_score)),
+            ("score", self._too_low(scores["score"])),
             ignore=ignore,
         )
+
+    def _too_low(self, score: Score) -> bool:
+        if self.cfg.compat == "datatrove":  # datatrove keeps only scores over the threshold
+            return score is not None and score <= self.cfg.min_score
+        return below(score, self.cfg.min_score)
