@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.workspace import process_alive
+
 LOCAL_SERVER = "http://127.0.0.1:4200/api"  # where `textmill server` listens by default
 SERVER_RECORD = "server.json"  # in the Prefect home: the server `textmill server` started
 # Which server a run uses, in the words of the line the CLI prints ("Prefect API: URL (...)")
@@ -105,17 +107,7 @@ def recorded_server() -> str | None:
         pid, url = int(record["pid"]), str(record["url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return url if _alive(pid) and _answers(f"{url}/health") else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 (POSIX): only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, under another user
-        pass
-    return True
+    return url if process_alive(pid) and _answers(f"{url}/health") else None
 
 
 def _answers(url: str) -> bool:

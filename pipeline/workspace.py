@@ -372,12 +372,15 @@ def _is_stale(holder: dict[str, Any]) -> bool:
     if holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")
-    if not isinstance(pid, int):
-        return True
+    return not isinstance(pid, int) or not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists (signal 0 only asks, POSIX)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:  # it exists, under another user
+        pass
+    return True
