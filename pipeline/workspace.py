@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import posixpath
-import re
 import socket
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import fsspec
 
+from pipeline.config import is_folder_name
 from pipeline.crash import crash_point
 from pipeline.storage import TMP_MARK, Storage, UnreadableFile, sha256_file
 
@@ -85,7 +85,7 @@ class Workspace:
         if not self.storage.exists(pointer):
             return None
         version = self.storage.read_text(pointer).strip()
-        if version and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", version):
+        if version and not is_folder_name(version):
             raise ValueError(
                 f"{self.storage.url(pointer)}: names {version[:80]!r}, not a version folder "
                 f"of {stage} (a plain folder name, such as 6cf45e10882573eb): a damaged or "
