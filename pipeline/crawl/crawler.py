@@ -86,6 +86,7 @@ from pipeline.crawl.fetch import REDIRECT_NOT_FOLLOWED, Fetcher, FetchResult, Ou
 from pipeline.crawl.frontier import LONGEST_DELAY_S, Claim, Frontier, NewUrl
 from pipeline.crawl.robots import Robots, RobotsCache, RobotsState, fetch_options, robots_url
 from pipeline.crawl.urls import CrawlRules, Limits, Scope, extract_links, host_key, normalize_url
+from pipeline.storage import sha256_file
 from pipeline.workspace import MANIFEST, Workspace
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
@@ -693,11 +694,8 @@ class _Crawl:
         files = []
         for name in summary["warc_files"]:
             path = self.folder / generation / name
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                while block := fh.read(1 << 20):
-                    digest.update(block)
-            files.append({"name": name, "size": path.stat().st_size, "sha256": digest.hexdigest()})
+            sha256 = sha256_file(self.ws.storage.fs, str(path))
+            files.append({"name": name, "size": path.stat().st_size, "sha256": sha256})
         manifest = {
             "source": self.source.name,
             "kind": self.source.kind,
